@@ -1,0 +1,1 @@
+"""What happened: canonical events, platform adapters, identity."""

@@ -1,0 +1,33 @@
+"""Direction and the parties of an interaction, from the workspace's owned accounts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from events.models import Direction, Identity
+from rapport.workspaces import WorkspaceConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Parties:
+    """Who the interaction is between, seen from the workspace."""
+
+    direction: Direction
+    contact: Identity | None
+    account: Identity | None
+    member: str | None
+
+
+def classify(workspace: WorkspaceConfig, actor: Identity, subject: Identity | None) -> Parties:
+    """inbound: contact -> workspace; outbound: workspace -> contact; internal; external."""
+    actor_owned = workspace.owned(actor.platform, actor.user_id)
+    subject_owned = (
+        workspace.owned(subject.platform, subject.user_id) if subject is not None else None
+    )
+    if actor_owned is not None and subject_owned is not None:
+        return Parties(Direction.INTERNAL, None, actor, actor_owned.member)
+    if actor_owned is not None:
+        return Parties(Direction.OUTBOUND, subject, actor, actor_owned.member)
+    if subject_owned is not None:
+        return Parties(Direction.INBOUND, actor, subject, subject_owned.member)
+    return Parties(Direction.EXTERNAL, None, None, None)

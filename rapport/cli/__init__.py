@@ -1,0 +1,23 @@
+"""The `rapport` command: one entry point, one module per verb group."""
+
+from __future__ import annotations
+
+import typer
+
+from rapport.cli import kafka, normalize, read, stack
+
+app = typer.Typer(
+    name="rapport",
+    help="Return on relationships: webhooks -> Kafka -> Faust -> ClickHouse.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(kafka.app, name="kafka")
+stack.register(app)
+read.register(app)
+normalize.register(app)
+
+
+def main() -> None:
+    app()

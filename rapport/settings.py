@@ -1,0 +1,86 @@
+"""The one settings object. Every knob comes from `RAPPORT_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; read once per process, passed explicitly everywhere else."""
+
+    model_config = SettingsConfigDict(env_prefix="RAPPORT_", extra="ignore")
+
+    home: Path = Field(Path(".rapport"), description="state: pids, logs, broker data, embedded DB")
+    workspaces: Path = Field(Path("workspaces.toml"), description="workspace file (TOML)")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_controller_port: int = 9093
+    kafka_cache: Path = Field(Path.home() / ".cache" / "rapport", description="Maven jars cache")
+    kafka_heap: str = "768m"
+    kafka_start_timeout_s: float = 90.0
+    partitions: int = Field(8, ge=1, description="partitions of every co-partitioned topic")
+    replication_factor: int = Field(1, ge=1)
+    topic_raw: str = "rapport.raw"
+    topic_events: str = "rapport.events"
+    topic_relationships: str = "rapport.relationships"
+    topic_deadletters: str = "rapport.deadletters"
+
+    clickhouse_url: str = "chdb://./.rapport/clickhouse"
+    clickhouse_database: str = "rapport"
+
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 8080
+    max_body_bytes: int = Field(1024 * 1024, ge=1)
+    produce_timeout_s: float = Field(5.0, gt=0)
+
+    worker_id: str = "rapport-worker"
+    worker_host: str = "127.0.0.1"
+    worker_port: int = 6066
+    worker_store: str = "memory://"
+    sink_batch_rows: int = Field(1000, ge=1)
+    sink_flush_s: float = Field(1.0, gt=0)
+    sink_retry_max_s: float = Field(30.0, gt=0)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def kafka_host_port(self) -> tuple[str, int]:
+        host, _, port = self.kafka_bootstrap.split(",")[0].rpartition(":")
+        return host, int(port)
+
+    @property
+    def ingest_url(self) -> str:
+        return f"http://{self.ingest_host}:{self.ingest_port}"
+
+    @property
+    def worker_url(self) -> str:
+        return f"http://{self.worker_host}:{self.worker_port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
+
+
+def resolve_secret(value: str) -> str:
+    """A workspace secret is a literal or `env:NAME`; the environment is read here and only here."""
+    import os
+
+    if value.startswith("env:"):
+        name = value[4:]
+        try:
+            return os.environ[name]
+        except KeyError:
+            raise LookupError(f"secret refers to environment variable {name}, which is not set") from None
+    return value
