@@ -6,11 +6,14 @@ stored version into the current model, so an old log still replays.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+
+from events.upcasting import upcast
 
 PLATFORM_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 
@@ -211,8 +214,8 @@ EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 def parse_event(data: bytes | str) -> Event:
-    """Decode one event from the log (JSON)."""
-    return EVENT_ADAPTER.validate_json(data)
+    """Decode one event from the log (JSON); older schema versions are upcast first."""
+    return EVENT_ADAPTER.validate_python(upcast(json.loads(data)))
 
 
 def dump_event(event: Event) -> bytes:

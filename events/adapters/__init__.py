@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from events.adapters import x
+from events.adapters import generic, linkedin, mastodon, meta, slack, x
 from events.adapters.base import AdapterResult, NotAnInteraction, RejectedPayload
 from events.envelope import RawEnvelope
 from events.models import RawPointer
@@ -19,6 +19,11 @@ class Normalizer(Protocol):
 
 ADAPTERS: dict[str, Normalizer] = {
     "x": x.normalize,
+    "meta": meta.normalize,
+    "slack": slack.normalize,
+    "linkedin": linkedin.normalize,
+    "mastodon": mastodon.normalize,
+    "generic": generic.normalize,
 }
 
 

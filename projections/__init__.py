@@ -1,0 +1,1 @@
+"""What we know: pure reducers, metric policy, the ClickHouse schema and writer."""

@@ -1,0 +1,62 @@
+"""Queries of the read model that the CLI and reports share."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from projections.store import SqlReader
+
+RELATIONSHIP_FIELDS = (
+    "workspace", "contact_id", "first_contact_at", "last_contact_at", "last_inbound_at",
+    "last_outbound_at", "last_platform", "interactions",
+)
+TIME_FIELDS = frozenset({"first_contact_at", "last_contact_at", "last_inbound_at", "last_outbound_at"})
+SORTABLE = frozenset(RELATIONSHIP_FIELDS)
+
+
+def iso_utc(value: Any) -> str | None:
+    """ClickHouse times (naive UTC datetimes, or ISO strings via the worker) as ISO 8601 Z."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def relationships(
+    reader: SqlReader, workspace: str, sort: str = "last_contact_at", limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Latest state of every relationship of a workspace (ReplacingMergeTree read with FINAL)."""
+    descending = sort.startswith("-") or sort in TIME_FIELDS or sort == "interactions"
+    column = sort.lstrip("-+")
+    if column not in SORTABLE:
+        raise ValueError(f"cannot sort by {column!r}; one of: {', '.join(sorted(SORTABLE))}")
+    if sort.startswith("+"):
+        descending = False
+    sql = (
+        f"SELECT {', '.join(RELATIONSHIP_FIELDS)} FROM rapport.relationships FINAL "
+        "WHERE workspace = {workspace:String} "
+        f"ORDER BY {column} {'DESC' if descending else 'ASC'}, contact_id"
+        + (" LIMIT {limit:UInt64}" if limit else "")
+    )
+    params: dict[str, Any] = {"workspace": workspace}
+    if limit:
+        params["limit"] = limit
+    rows = reader.query(sql, params).dicts()
+    for row in rows:
+        for name in TIME_FIELDS:
+            row[name] = iso_utc(row[name])
+        row["interactions"] = int(row["interactions"])
+    return rows
+
+
+def interaction_count(reader: SqlReader, workspace: str) -> int:
+    """Distinct interactions mirrored for a workspace."""
+    result = reader.query(
+        "SELECT uniqExact(event_id) FROM rapport.interactions WHERE workspace = {w:String}",
+        {"workspace": workspace, "w": workspace},
+    )
+    return int(result.rows[0][0])

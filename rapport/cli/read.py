@@ -1,0 +1,58 @@
+"""Read verbs: `rapport relationships` (works while the stack runs on the embedded engine)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from projections.readmodel import RELATIONSHIP_FIELDS, relationships
+from projections.store import StoreUnavailable
+from rapport.cli.common import console, fail, settings
+from rapport.stack import open_reader
+
+
+def render(rows: list[dict[str, Any]], fmt: str) -> str | Table:
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(RELATIONSHIP_FIELDS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+    table = Table(show_lines=False)
+    for name in RELATIONSHIP_FIELDS:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row[n] is None else str(row[n]) for n in RELATIONSHIP_FIELDS))
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("relationships")
+    def relationships_cmd(
+        workspace: str = typer.Option(..., "--workspace", "-w", help="workspace name"),
+        fmt: str = typer.Option("table", "--format", "-f", help="table, json or csv"),
+        sort: str = typer.Option(
+            "last_contact_at", "--sort", help="field to sort by; prefix - or + for direction"
+        ),
+        limit: int = typer.Option(0, "--limit", help="at most this many rows (0: all)"),
+    ) -> None:
+        """The relationship read model, one object per relationship."""
+        if fmt not in ("table", "json", "csv"):
+            fail("--format must be table, json or csv", 2)
+        try:
+            reader = open_reader(settings())
+            rows = relationships(reader, workspace, sort=sort, limit=limit or None)
+        except (StoreUnavailable, ValueError) as exc:
+            fail(str(exc))
+        out = render(rows, fmt)
+        if isinstance(out, str):
+            typer.echo(out, nl=not out.endswith("\n"))
+        else:
+            console.print(out)

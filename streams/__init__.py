@@ -1,0 +1,1 @@
+"""How it flows: the Faust app, topics, agents, the ingest HTTP service, replay."""
