@@ -1,1 +1,1 @@
-"""How Rapport runs: the local Kafka runtime, Grafana provisioning, compose and cluster manifests."""
+"""How Rapport runs: local Kafka runtime, Grafana provisioning, compose and cluster manifests."""

@@ -32,7 +32,9 @@ class RawEnvelope(BaseModel):
     model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
     workspace: str
-    source: str = Field(description="the webhook endpoint: x, meta, linkedin, slack, mastodon, generic")
+    source: str = Field(
+        description="the webhook endpoint: x, meta, linkedin, slack, mastodon, generic"
+    )
     received_at: datetime
     headers: dict[str, str] = Field(default_factory=dict)
     body: bytes

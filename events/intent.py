@@ -21,9 +21,11 @@ STRUCTURAL: dict[Kind, str] = {
     Kind.UNFOLLOW: "neutral",
 }
 
-# Where a sentence (or a clause) starts: an inverted modal there is a question to the reader,
-# while "why would you ..." or "... will you be able to" in the middle of a sentence is not.
-_CLAUSE = r"""(?:^|[.!?;:,(\[*>"\n]\s*|\b(?:so|and|but|also|hey|ok|okay|then|pls|please)\s+)"""
+# Where a sentence (or a clause) starts, also after an @handle: an inverted modal there is a
+# question to the reader, while "why would you ..." or "... will you be able to" is not.
+_CLAUSE = (
+    r"""(?:^|[.!?;:,(\[*>"\n]\s*|@[\w.]+\s+|\b(?:so|and|but|also|hey|ok|okay|then|pls|please)\s+)"""
+)
 
 _ASK = re.compile(
     _CLAUSE
@@ -34,8 +36,8 @@ _ASK = re.compile(
                    explain|tell|link|post|reply|respond|contact|reach\s+out|consider|message|
                    read|include|submit|verify|fill|add)\b
     | \b(?:can|could)\s+(?:you\s+)?intro(?:duce)?\b
-    | \bany\s+(?:advice|help|tips|suggestions|recommendations|ideas|pointers)\b
-         (?=\s*(?:\?|would|is\s+appreciated|appreciated|welcome|please))          # Any tips?
+    | \bany\s+(?:advice|help|tips|suggestions|recommendations|ideas|pointers)\b   # Any tips?
+         (?=[^.!?\n]{0,60}\?|\s*(?:would|is\s+appreciated|appreciated|welcome|please))
     | \b(?:i|we)(?:\s+(?:really\s+)?(?:need|want|would\s+like)|'d\s+(?:really\s+)?like)\s+
          (?:your|some|a|an)?\s*(?:help|advice|feedback|intro|introduction|favou?r|input)\b
     | \b(?:i|we)(?:\s+would|'d)\s+(?:love|appreciate)\s+(?:it\s+if|your|some|a|an|any)\b

@@ -100,7 +100,7 @@ class Identity(BaseModel):
     @field_validator("user_id", mode="before")
     @classmethod
     def _no_floats(cls, value: Any) -> Any:
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, bool | float):
             raise ValueError("user ids must be strings (or integers), never floats or booleans")
         if isinstance(value, int):
             return str(value)

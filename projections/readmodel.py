@@ -8,10 +8,18 @@ from typing import Any
 from projections.store import SqlReader
 
 RELATIONSHIP_FIELDS = (
-    "workspace", "contact_id", "first_contact_at", "last_contact_at", "last_inbound_at",
-    "last_outbound_at", "last_platform", "interactions",
+    "workspace",
+    "contact_id",
+    "first_contact_at",
+    "last_contact_at",
+    "last_inbound_at",
+    "last_outbound_at",
+    "last_platform",
+    "interactions",
 )
-TIME_FIELDS = frozenset({"first_contact_at", "last_contact_at", "last_inbound_at", "last_outbound_at"})
+TIME_FIELDS = frozenset(
+    {"first_contact_at", "last_contact_at", "last_inbound_at", "last_outbound_at"}
+)
 SORTABLE = frozenset(RELATIONSHIP_FIELDS)
 
 
@@ -23,7 +31,8 @@ def iso_utc(value: Any) -> str | None:
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    text: str = value.astimezone(UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
 
 
 def relationships(

@@ -1,7 +1,9 @@
 """The relationship projection: a pure fold over one relationship's interactions.
 
 `apply(state, event) -> state` has no clock and no I/O, so the live Faust agent and replay share
-it. Duplicates (same `event_id`) within the lateness window count once.
+it. Duplicates (same `event_id`) count once however late they arrive: the state keeps a 64-bit
+fingerprint of every event id it has applied (8 bytes an interaction), besides the ids of the
+lateness window.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class RelationshipState:
     interactions: int = 0
     revision: int = 0
     recent_ids: tuple[tuple[int, str], ...] = ()
+    seen: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,12 +51,14 @@ class RelationshipState:
             "interactions": self.interactions,
             "revision": self.revision,
             "recent_ids": [list(item) for item in self.recent_ids],
+            "seen": sorted(self.seen),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RelationshipState:
         fields = dict(data)
         fields["recent_ids"] = tuple((int(t), str(i)) for t, i in fields.get("recent_ids", ()))
+        fields["seen"] = frozenset(fields.get("seen", ()))
         return cls(**fields)
 
 
@@ -75,11 +80,16 @@ def apply(
     if state is None:
         state = RelationshipState(workspace=event.workspace, contact_id=event.contact.key)
     at = epoch_ms(event.occurred_at)
-    if any(eid == event.event_id for _, eid in state.recent_ids):
+    fingerprint = event.event_id[:16]
+    if fingerprint in state.seen:
         return state
     newest = max(at, state.last_contact_at or at)
     recent = tuple(
-        sorted(item for item in (*state.recent_ids, (at, event.event_id)) if item[0] >= newest - lateness_ms)
+        sorted(
+            item
+            for item in (*state.recent_ids, (at, event.event_id))
+            if item[0] >= newest - lateness_ms
+        )
     )
     is_last = (
         state.last_contact_at is None
@@ -105,6 +115,7 @@ def apply(
         interactions=state.interactions + 1,
         revision=state.revision + 1,
         recent_ids=recent,
+        seen=state.seen | {fingerprint},
     )
 
 

@@ -3,19 +3,48 @@
 from __future__ import annotations
 
 INTERACTION_COLUMNS = (
-    "event_id", "workspace", "contact_id", "platform", "kind", "direction", "intent",
-    "actor_id", "subject_id", "account_id", "member", "occurred_at", "received_at",
-    "conversation_id", "object_id", "in_reply_to", "raw_partition", "raw_offset",
+    "event_id",
+    "workspace",
+    "contact_id",
+    "platform",
+    "kind",
+    "direction",
+    "intent",
+    "actor_id",
+    "subject_id",
+    "account_id",
+    "member",
+    "occurred_at",
+    "received_at",
+    "conversation_id",
+    "object_id",
+    "in_reply_to",
+    "raw_partition",
+    "raw_offset",
     "schema_version",
 )
 
 RELATIONSHIP_COLUMNS = (
-    "workspace", "contact_id", "first_contact_at", "last_contact_at", "last_inbound_at",
-    "last_outbound_at", "last_platform", "interactions", "revision", "updated_at",
+    "workspace",
+    "contact_id",
+    "first_contact_at",
+    "last_contact_at",
+    "last_inbound_at",
+    "last_outbound_at",
+    "last_platform",
+    "interactions",
+    "revision",
+    "updated_at",
 )
 
 DEAD_LETTER_COLUMNS = (
-    "workspace", "source", "reason", "received_at", "failed_at", "raw_partition", "raw_offset",
+    "workspace",
+    "source",
+    "reason",
+    "received_at",
+    "failed_at",
+    "raw_partition",
+    "raw_offset",
     "body",
 )
 

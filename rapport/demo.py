@@ -93,7 +93,10 @@ async def post_signed(
                 body = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            headers = {"content-type": "application/json", SIGNATURE_HEADER: signature(secret, body)}
+            headers = {
+                "content-type": "application/json",
+                SIGNATURE_HEADER: signature(secret, body),
+            }
             for attempt in range(retries):
                 async with session.post(url, data=body, headers=headers) as response:
                     await response.read()

@@ -37,7 +37,11 @@ def read_pid(pid_file: Path) -> int | None:
 
 
 def spawn(
-    argv: Sequence[str], *, log_file: Path, pid_file: Path, env: dict[str, str] | None = None,
+    argv: Sequence[str],
+    *,
+    log_file: Path,
+    pid_file: Path,
+    env: dict[str, str] | None = None,
     cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `argv` in its own session with output to `log_file`, and record its pid."""

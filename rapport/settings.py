@@ -82,5 +82,7 @@ def resolve_secret(value: str) -> str:
         try:
             return os.environ[name]
         except KeyError:
-            raise LookupError(f"secret refers to environment variable {name}, which is not set") from None
+            raise LookupError(
+                f"secret refers to environment variable {name}, which is not set"
+            ) from None
     return value

@@ -36,7 +36,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process exactly these settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        env[f"RAPPORT_{name.upper()}"] = str(Path(value).resolve() if isinstance(value, Path) else value)
+        env[f"RAPPORT_{name.upper()}"] = str(
+            Path(value).resolve() if isinstance(value, Path) else value
+        )
     env["RAPPORT_CLICKHOUSE_URL"] = _absolute_dsn(settings.clickhouse_url)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
@@ -84,36 +86,53 @@ class Stack:
             if _healthy(health_url):
                 return
             time.sleep(0.3)
-        raise StackError(f"{name} did not become healthy in {timeout_s:.0f} s; see {self._log_file(name)}")
+        raise StackError(
+            f"{name} did not become healthy in {timeout_s:.0f} s; see {self._log_file(name)}"
+        )
 
     def up(self) -> list[ServiceStatus]:
         """Kafka, topics, worker (owns ClickHouse), then ingest; idempotent."""
         self.kafka.up()
+        self.start_services()
+        return self.status()
+
+    def start_services(self) -> None:
+        """Topics, worker and ingest against an already running broker."""
         ensure_topics(self.settings)
         self._start("worker", f"{self.settings.worker_url}/healthz")
-        self._start("ingest", f"{self.settings.ingest_url}/healthz")
-        return self.status()
+        self._start("ingest", f"{self.settings.ingest_url}/readyz")
+
+    def stop_services(self) -> list[tuple[str, int | None]]:
+        """Stop ingest, then the worker (it flushes and closes ClickHouse), by their pids."""
+        return [
+            ("ingest", stop_pid_file(self._pid_file("ingest"))),
+            ("worker", stop_pid_file(self._pid_file("worker"), timeout_s=60.0)),
+        ]
 
     def down(self) -> list[tuple[str, int | None]]:
         """Stop ingest, worker and Kafka by their pids, in that order."""
-        stopped = [
-            ("ingest", stop_pid_file(self._pid_file("ingest"))),
-            ("worker", stop_pid_file(self._pid_file("worker"), timeout_s=60.0)),
-            ("kafka", self.kafka.down()),
-        ]
-        return stopped
+        return [*self.stop_services(), ("kafka", self.kafka.down())]
 
     def status(self) -> list[ServiceStatus]:
         kafka = self.kafka.status()
         out = [
-            ServiceStatus("kafka", kafka.running, kafka.pid, kafka.address, kafka.answering, kafka.log)
+            ServiceStatus(
+                "kafka", kafka.running, kafka.pid, kafka.address, kafka.answering, kafka.log
+            )
         ]
-        for name, url in (("ingest", self.settings.ingest_url), ("worker", self.settings.worker_url)):
+        for name, url in (
+            ("ingest", self.settings.ingest_url),
+            ("worker", self.settings.worker_url),
+        ):
             pid = read_pid(self._pid_file(name))
             out.append(
                 ServiceStatus(
-                    name, pid is not None, pid, url,
-                    pid is not None and _healthy(f"{url}/healthz"), str(self._log_file(name)),
+                    name,
+                    pid is not None,
+                    pid,
+                    url,
+                    pid is not None and _healthy(f"{url}/healthz"),
+                    str(self._log_file(name)),
                 )
             )
         return out

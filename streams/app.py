@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.web import Request, Response, View
@@ -31,6 +31,11 @@ from rapport.workspaces import WorkspaceRegistry
 from streams.sink import ClickHouseSink, batch_token
 
 log = logging.getLogger("rapport.worker")
+
+
+def _batches(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
+    """Faust's concrete Stream has take_events (acks after the consumer resumes); StreamT not."""
+    return cast("faust.Stream[bytes]", stream)
 
 
 def event_key(event: Interaction) -> str:
@@ -124,12 +129,16 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             if after is not before:
                 table[key] = after.to_dict()
             # Always re-emit: the previous emission may not have reached ClickHouse.
-            await relationships_topic.send(key=key.encode(), value=json.dumps(after.to_dict()).encode())
+            await relationships_topic.send(
+                key=key.encode(), value=json.dumps(after.to_dict()).encode()
+            )
             yield None
 
     @app.agent(events_topic)
     async def sink_interactions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for batch in stream.take_events(settings.sink_batch_rows, settings.sink_flush_s):
+        async for batch in _batches(stream).take_events(
+            settings.sink_batch_rows, settings.sink_flush_s
+        ):
             rows = []
             for ev in batch:
                 parsed = parse_event(ev.value)
@@ -143,7 +152,9 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
 
     @app.agent(relationships_topic)
     async def sink_relationships(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for batch in stream.take_events(settings.sink_batch_rows, settings.sink_flush_s):
+        async for batch in _batches(stream).take_events(
+            settings.sink_batch_rows, settings.sink_flush_s
+        ):
             latest: dict[str, RelationshipState] = {}
             for ev in batch:
                 state = RelationshipState.from_dict(json.loads(ev.value))
@@ -161,14 +172,21 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
 
     @app.agent(deadletters_topic)
     async def sink_dead_letters(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for batch in stream.take_events(settings.sink_batch_rows, settings.sink_flush_s):
+        async for batch in _batches(stream).take_events(
+            settings.sink_batch_rows, settings.sink_flush_s
+        ):
             rows = []
             for ev in batch:
                 letter = DeadLetter.loads(ev.value)
                 rows.append(
                     (
-                        letter.workspace, letter.source, letter.reason, letter.received_at,
-                        letter.failed_at, letter.raw.partition, letter.raw.offset,
+                        letter.workspace,
+                        letter.source,
+                        letter.reason,
+                        letter.received_at,
+                        letter.failed_at,
+                        letter.raw.partition,
+                        letter.raw.offset,
                         letter.body.decode("utf-8", errors="replace"),
                     )
                 )
@@ -203,7 +221,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
 
     app.page("/query")(QueryView)
 
-    @app.on_before_shutdown.connect  # type: ignore[misc]
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_clickhouse(sender: faust.App, **kwargs: Any) -> None:
         sink.close()
 

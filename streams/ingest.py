@@ -28,7 +28,6 @@ from streams.webhooks import PROTOCOLS, Reply
 log = logging.getLogger("rapport.ingest")
 
 
-
 class Metrics:
     """Prometheus series of one ingest process."""
 
@@ -77,7 +76,11 @@ class Producer:
             try:
                 await producer.start()
             except (KafkaError, OSError) as exc:
-                log.warning("Kafka at %s not reachable yet (%s); retrying", self.settings.kafka_bootstrap, exc)
+                log.warning(
+                    "Kafka at %s not reachable yet (%s); retrying",
+                    self.settings.kafka_bootstrap,
+                    exc,
+                )
                 with contextlib.suppress(Exception):
                     await producer.stop()
                 await asyncio.sleep(delay)
@@ -126,7 +129,9 @@ def _reply(reply: Reply) -> web.Response:
     if reply.content_type == "application/json":
         return web.json_response(reply.body, status=reply.status, headers=dict(reply.headers))
     return web.Response(
-        text=str(reply.body), status=reply.status, content_type=reply.content_type,
+        text=str(reply.body),
+        status=reply.status,
+        content_type=reply.content_type,
         headers=dict(reply.headers),
     )
 
@@ -204,7 +209,11 @@ def create_ingest_app(settings: Settings, registry: WorkspaceRegistry) -> web.Ap
         try:
             await producer.send(envelope.dumps())
         except (TimeoutError, KafkaError, ConnectionError, OSError) as exc:
-            log.warning("could not hand a %s delivery to Kafka: %s", protocol.name, exc or type(exc).__name__)
+            log.warning(
+                "could not hand a %s delivery to Kafka: %s",
+                protocol.name,
+                exc or type(exc).__name__,
+            )
             return web.json_response(
                 {"error": "event log unavailable, retry later"},
                 status=503,

@@ -72,7 +72,11 @@ class ClickHouseSink:
                 self.failures += 1
                 log.warning(
                     "insert of %d rows into %s failed (%s: %s); retrying in %.1f s",
-                    len(rows), table, type(exc).__name__, exc, delay,
+                    len(rows),
+                    table,
+                    type(exc).__name__,
+                    exc,
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)

@@ -94,8 +94,14 @@ class LocalKafka:
             staging = self.lib_dir.with_name("lib.partial")
             shutil.rmtree(staging, ignore_errors=True)
             cmd = [
-                mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-                "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={staging}",
             ]
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if done.returncode != 0:
@@ -146,8 +152,16 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         cmd = [
-            "java", "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(self.config_file), "--ignore-formatted",
+            "java",
+            "-cp",
+            self._classpath(),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.config_file),
+            "--ignore-formatted",
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
@@ -184,7 +198,9 @@ class LocalKafka:
         if pid is not None:
             if self._wait_answering(pid, timeout_s=self.settings.kafka_start_timeout_s):
                 return self.status()
-            raise KafkaRuntimeError(f"broker pid {pid} runs but does not answer; see {self.log_file}")
+            raise KafkaRuntimeError(
+                f"broker pid {pid} runs but does not answer; see {self.log_file}"
+            )
         if port_open(self.host, self.port):
             raise KafkaRuntimeError(
                 f"{self.host}:{self.port} is taken by a process Rapport did not start; "
@@ -194,8 +210,14 @@ class LocalKafka:
         self._write_config()
         self._format_storage()
         argv = [
-            "java", f"-Xms256m", f"-Xmx{self.settings.kafka_heap}", "-XX:+UseG1GC",
-            "-Djava.awt.headless=true", "-cp", self._classpath(), "kafka.Kafka",
+            "java",
+            "-Xms256m",
+            f"-Xmx{self.settings.kafka_heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            "-cp",
+            self._classpath(),
+            "kafka.Kafka",
             str(self.config_file),
         ]
         proc = spawn(argv, log_file=self.log_file, pid_file=self.pid_file)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -32,6 +32,7 @@ from events.models import PLATFORM_PATTERN, Identity, Intent, Kind, RawPointer
 from rapport.workspaces import WorkspaceConfig
 
 UserId = Annotated[str, Field(min_length=1, max_length=512)]
+KINDS = (*(kind.value for kind in Kind), "note")
 
 
 class GenericEvent(BaseModel):
@@ -43,7 +44,7 @@ class GenericEvent(BaseModel):
         description="the sender's id for this interaction; redeliveries with it collapse"
     )
     platform: str = Field(pattern=PLATFORM_PATTERN, description="e.g. email, phone, zoom, crm")
-    kind: Kind | Literal["note"]
+    kind: str = Field(description="a canonical kind, or `note`")
     occurred_at: datetime = Field(description="ISO 8601 (no zone = UTC) or epoch seconds")
     actor: UserId = Field(description="who acted (sender, organiser, caller, introducer)")
     subject: UserId | None = Field(None, description="to whom (recipient, attendee, introducee)")
@@ -52,6 +53,13 @@ class GenericEvent(BaseModel):
     text: Annotated[str, Field(max_length=100_000)] | None = None
     intent: Intent | None = Field(None, description="overrides the intent rules when given")
     metadata: dict[str, Any] = Field(default_factory=dict, description="kept in the raw body only")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in KINDS:
+            raise ValueError(f"unknown kind {value!r} (one of: {', '.join(KINDS)})")
+        return value
 
     @field_validator("occurred_at", mode="before")
     @classmethod

@@ -6,9 +6,12 @@ Every item becomes exactly one `Draft` or one typed `NotAnInteraction`, so a bat
 yields n results. Meta retries for up to 36 hours, unordered, so ids never depend on the delivery:
 
 * Messenger / Instagram message: `message:<mid>`; WhatsApp message: `message:<wamid>`.
-* comment: `comment:<comment_id>:<verb>`; mention: `mention:<object id>:<verb>`.
+* comment: `comment:<comment_id>:<verb>`; Page/Instagram mention: `mention:<object id>:add`
+  (kept apart from the comment key: a comment that also @mentions the Page is two acts to Meta).
 * reaction or like: `reaction:<type>:<target id>:<actor id>:<verb>`. A Facebook `like` and the
   `reaction` of type `like` Meta may send for the same tap share that key and collapse.
+* Only `add` verbs become events (below), so the verb in a key is always `add`; it stays in the
+  key so that an edit could never collide with the act it edits.
 
 Platforms: `facebook` (object `page`: feed and Messenger), `instagram`, `whatsapp`. Ids are
 strings even where Meta sends numbers. The subject is the account the webhook is for (`entry.id`,
@@ -29,7 +32,8 @@ Decisions, and why:
 * Only new acts count. An edit (`edited`/`edit`, Messenger `message_edit`) re-describes an act
   already counted; a removal (`remove`, `unreact`, an empty WhatsApp reaction, a deleted message)
   does not undo that it happened, and the log is append-only; hide/unhide/block/mute are
-  moderation. All are typed `meta.<item>_<edited|removed|hidden|...>`.
+  moderation. All are typed `meta.<item>_<edited|removed|hidden|...>`. (An edit whose `add`
+  was never delivered is therefore lost; the raw body is kept.)
 * Removing the like of the Page itself is the one removal that is a new act: `unfollow`
   (liking the Page is `follow`).
 * A Page's own post/status/photo/video/share is a broadcast to nobody in particular:
@@ -37,14 +41,16 @@ Decisions, and why:
   `share` is `share`). A rating is a public statement about the Page: `mention`.
 * Echoes (`is_echo`) are messages the Page sent, the only trace of our own Messenger/Instagram
   replies: an outbound `message` authored by the Page (`entry.id`), whichever of sender/recipient
-  the body puts it in. Postbacks, quick-reply-less button taps, opt-ins, referrals, read and
-  delivery receipts, handover and policy callbacks are bot plumbing, not turns: typed skips. An
+  the body puts it in. Postbacks (button taps carrying a developer payload, with no `mid`),
+  opt-ins, referrals, read and delivery receipts, handover and policy callbacks are bot plumbing,
+  not conversation turns: typed skips. A quick reply is a message (it has a `mid` and text). An
   Instagram story mention sent as a DM is a `mention`; an unsupported attachment is still a
   message somebody sent.
 * WhatsApp `statuses` (sent/delivered/read/failed receipts) are `meta.whatsapp_status`; a button
   or list reply and a shared contact are messages (WhatsApp shows them as the user's turn);
   `system` messages are `meta.whatsapp_system`. The sender is `from` (the phone's wa_id), else
-  `from_user_id`, else the one entry of `contacts[]`.
+  `from_user_id`, else the one entry of `contacts[]`. WhatsApp never echoes what the business
+  sends, so its outbound side is invisible here (a `sent` status is the only trace).
 * Meta omits the author of some public items (Instagram `mentions` never name one; comments
   without the permission to see authors): typed `meta.<item>_unattributed`, since the raw body
   is kept and can be re-read after a Graph API lookup. A private message without a sender, or any
@@ -620,7 +626,7 @@ def _whatsapp_message(
     occurred_at = _epoch(require(message, "timestamp", where), "s", f"{where}.timestamp")
     context = _opt_obj(message, "context", where)
     if msg_type == "reaction":
-        reaction = _opt_obj(message, "reaction", where)
+        reaction = _obj(require(message, "reaction", where), f"{where}.reaction")
         emoji = _text(reaction, "emoji")
         if emoji is None:
             return _skip("reaction_removed")

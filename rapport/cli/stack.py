@@ -87,7 +87,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         workspaces_file: Path = typer.Option(
-            None, "--workspaces", help="workspace file (default: the demo's own, demo/workspaces.toml)"
+            None,
+            "--workspaces",
+            help="workspace file (default: the demo's own, demo/workspaces.toml)",
         ),
         limit: int = typer.Option(0, "--limit", help="send only the first N deliveries (0: all)"),
         keep: bool = typer.Option(False, "--keep", help="leave the stack running afterwards"),
@@ -111,9 +113,13 @@ def register(app: typer.Typer) -> None:
         try:
             _up(s)
             url = f"{s.ingest_url}/webhooks/college/x"
-            console.print(f"posting {len(batch)} signed X DM deliveries ({expected} messages) to {url}")
+            console.print(
+                f"posting {len(batch)} signed X DM deliveries ({expected} messages) to {url}"
+            )
             result = asyncio.run(
-                post_signed(url, [b for _, b in batch], workspace.secrets_for("x_consumer_secret")[0])
+                post_signed(
+                    url, [b for _, b in batch], workspace.secrets_for("x_consumer_secret")[0]
+                )
             )
             rate = result.sent / result.seconds if result.seconds else 0.0
             console.print(f"answers: {result.statuses} in {result.seconds:.1f} s ({rate:,.0f}/s)")
@@ -121,8 +127,11 @@ def register(app: typer.Typer) -> None:
                 fail(f"some deliveries were not accepted: {result.statuses}")
             reader = open_reader(s)
             with Progress(
-                TextColumn("waiting for ClickHouse"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=console,
+                TextColumn("waiting for ClickHouse"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
             ) as progress:
                 task = progress.add_task("rows", total=expected)
                 deadline = time.monotonic() + timeout_s
@@ -134,7 +143,10 @@ def register(app: typer.Typer) -> None:
                         break
                     time.sleep(0.5)
             if have < expected:
-                fail(f"only {have} of {expected} interactions reached ClickHouse in {timeout_s:.0f} s")
+                fail(
+                    f"only {have} of {expected} interactions reached ClickHouse "
+                    f"in {timeout_s:.0f} s"
+                )
             rows = relationships(reader, "college", sort="interactions", limit=25)
             console.print(render(rows, "table"))
             total = len(relationships(reader, "college"))
@@ -147,4 +159,6 @@ def register(app: typer.Typer) -> None:
         finally:
             if not keep and not was_running:
                 for name, pid in stack.down():
-                    console.print(f"{name}: " + (f"stopped pid {pid}" if pid else "was not running"))
+                    console.print(
+                        f"{name}: " + (f"stopped pid {pid}" if pid else "was not running")
+                    )

@@ -1,0 +1,47 @@
+# The two commands: `make demo` and `make test`. Everything else is a step they share.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TEST_HOME := .rapport-test
+
+.PHONY: setup demo test unit integration lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/ensure-system-deps.sh
+	@scripts/ensure-system-deps.sh
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(BIN)/rapport demo
+
+# Starts one real Kafka broker on a free loopback port, runs every test against it, and stops
+# it by pid whatever happened; pytest's exit status is the target's.
+test: setup
+	@set -u; \
+	port=$$($(BIN)/python -c 'from rapport.process import free_port; print(free_port())'); \
+	cport=$$($(BIN)/python -c 'from rapport.process import free_port; print(free_port())'); \
+	export RAPPORT_HOME=$(TEST_HOME) RAPPORT_KAFKA_BOOTSTRAP=127.0.0.1:$$port RAPPORT_KAFKA_CONTROLLER_PORT=$$cport; \
+	$(BIN)/rapport kafka down >/dev/null; \
+	$(BIN)/rapport kafka up || exit 1; \
+	trap '$(BIN)/rapport kafka down' EXIT; \
+	env -u RAPPORT_HOME -u RAPPORT_KAFKA_BOOTSTRAP -u RAPPORT_KAFKA_CONTROLLER_PORT \
+	    RAPPORT_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$$port $(BIN)/pytest $(PYTEST_ARGS)
+
+unit: setup
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(TEST_HOME) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Java 17+ and Maven run the local Apache Kafka broker; Python 3.11+ runs Rapport.
+# Installs what is missing with apt-get when we are root on Debian/Ubuntu, else says what to do.
+set -euo pipefail
+
+need=()
+java_major() { java -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print (v[1] == "1" ? v[2] : v[1])}'; }
+if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ]; then need+=(openjdk-17-jre-headless); fi
+if ! command -v mvn >/dev/null 2>&1; then need+=(maven); fi
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "error: Python 3.11 or newer is required (found: $(python3 --version 2>&1))" >&2; exit 1
+fi
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then need+=(python3-venv); fi
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${need[*]} with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "error: please install: ${need[*]} (Java 17+ and Maven run the local Kafka broker)" >&2
+    exit 1
+  fi
+fi
