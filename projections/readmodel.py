@@ -66,6 +66,15 @@ def interaction_count(reader: SqlReader, workspace: str) -> int:
     """Distinct interactions mirrored for a workspace."""
     result = reader.query(
         "SELECT uniqExact(event_id) FROM rapport.interactions WHERE workspace = {w:String}",
-        {"workspace": workspace, "w": workspace},
+        {"w": workspace},
     )
     return int(result.rows[0][0])
+
+
+def relationship_interaction_total(reader: SqlReader, workspace: str) -> int:
+    """Interactions counted across the latest relationship rows (converges after the sink)."""
+    result = reader.query(
+        "SELECT sum(interactions) FROM rapport.relationships FINAL WHERE workspace = {w:String}",
+        {"w": workspace},
+    )
+    return int(result.rows[0][0] or 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import NoReturn
 
 import typer
@@ -10,8 +11,9 @@ from rich.console import Console
 from rapport.settings import Settings, get_settings
 from rapport.workspaces import WorkspaceRegistry
 
-console = Console()
-err = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets a wide console instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

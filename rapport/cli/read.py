@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from projections.readmodel import RELATIONSHIP_FIELDS, relationships
+from projections.readmodel import RELATIONSHIP_FIELDS, TIME_FIELDS, relationships
 from projections.store import StoreUnavailable
 from rapport.cli.common import console, fail, settings
 from rapport.stack import open_reader
@@ -25,12 +25,22 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str | Table:
         writer.writeheader()
         writer.writerows(rows)
         return buffer.getvalue()
-    table = Table(show_lines=False)
-    for name in RELATIONSHIP_FIELDS:
-        table.add_column(name, overflow="fold")
+    shown = [n for n in RELATIONSHIP_FIELDS if n != "workspace"]
+    table = Table(show_lines=False, title=rows[0]["workspace"] if rows else None)
+    for name in shown:
+        table.add_column(name.replace("_at", "").replace("_", " "), no_wrap=True)
     for row in rows:
-        table.add_row(*("" if row[n] is None else str(row[n]) for n in RELATIONSHIP_FIELDS))
+        table.add_row(*(_cell(n, row[n]) for n in shown))
     return table
+
+
+def _cell(name: str, value: Any) -> str:
+    """Table cells: times to the minute (UTC) so a row fits a terminal; json/csv keep ms."""
+    if value is None:
+        return ""
+    if name in TIME_FIELDS:
+        return str(value)[:16].replace("T", " ")
+    return str(value)
 
 
 def register(app: typer.Typer) -> None:

@@ -13,7 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from deploy.kafka.local import KafkaRuntimeError
-from projections.readmodel import interaction_count, relationships
+from projections.readmodel import (
+    interaction_count,
+    relationship_interaction_total,
+    relationships,
+)
 from projections.store import StoreUnavailable
 from rapport.cli.common import console, fail, settings, workspaces
 from rapport.cli.read import render
@@ -108,6 +112,10 @@ def register(app: typer.Typer) -> None:
         if limit:
             batch = batch[:limit]
         expected = len({m.line for m, _ in batch})
+        # Messages between a student and exactly one owned account feed a relationship.
+        with_contact = len(
+            {m.line for m, _ in batch if (m.sender in owned) != (m.recipient in owned)}
+        )
         was_running = Stack(s).worker_running()
         stack = Stack(s)
         try:
@@ -139,7 +147,9 @@ def register(app: typer.Typer) -> None:
                 while time.monotonic() < deadline:
                     have = interaction_count(reader, "college")
                     progress.update(task, completed=have)
-                    if have >= expected:
+                    if have >= expected and (
+                        relationship_interaction_total(reader, "college") >= with_contact
+                    ):
                         break
                     time.sleep(0.5)
             if have < expected:

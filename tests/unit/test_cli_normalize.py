@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from click.testing import Result
 from typer.testing import CliRunner
 
 from events.models import Direction, Interaction, Kind, parse_event
@@ -51,7 +52,7 @@ def files(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
 
 
-def invoke(*args: str | Path) -> object:
+def invoke(*args: str | Path) -> Result:
     return runner.invoke(APP, ["normalize", *map(str, args)])
 
 
@@ -82,11 +83,7 @@ def test_prints_one_ndjson_line_per_event(files: Path) -> None:
 
 def test_no_interaction_goes_to_stderr_and_exits_0(files: Path) -> None:
     typing_file = files / "direct_message_indicate_typing_events.json"
-    result = runner.invoke(
-        APP,
-        ["normalize", "-p", "x", "-w", "acme", "--workspaces", str(files / "workspaces.toml")]
-        + [str(typing_file)],
-    )
+    result = invoke("-p", "x", "-w", "acme", "--workspaces", files / "workspaces.toml", typing_file)
     assert result.exit_code == 0
     assert result.stdout == ""
     assert result.stderr.strip() == f"{typing_file}: no interaction (x.typing_indicator)"
@@ -128,22 +125,16 @@ def test_workspace_file_from_settings(files: Path, monkeypatch: pytest.MonkeyPat
     ],
 )
 def test_usage_errors_exit_2(files: Path, args: list[str], message: str) -> None:
-    result = runner.invoke(
-        APP,
-        ["normalize", *args, "--workspaces", str(files / "workspaces.toml")]
-        + [str(files / "direct_message_events.json")],
-    )
+    body = files / "direct_message_events.json"
+    result = invoke(*args, "--workspaces", files / "workspaces.toml", body)
     assert result.exit_code == 2
     assert message in result.stderr
     assert result.stdout == ""
 
 
 def test_missing_workspace_file_exits_2(tmp_path: Path) -> None:
-    result = runner.invoke(
-        APP,
-        ["normalize", "-p", "x", "-w", "acme", "--workspaces", str(tmp_path / "nope.toml")]
-        + [str(X_FIXTURES / "direct_message_events.json")],
-    )
+    body = X_FIXTURES / "direct_message_events.json"
+    result = invoke("-p", "x", "-w", "acme", "--workspaces", tmp_path / "nope.toml", body)
     assert result.exit_code == 2
     assert "not found" in result.stderr
 
