@@ -5,22 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from projections.schema import RELATIONSHIP_COLUMNS, RELATIONSHIP_TIME_COLUMNS
 from projections.store import SqlReader
 
-RELATIONSHIP_FIELDS = (
-    "workspace",
-    "contact_id",
-    "first_contact_at",
-    "last_contact_at",
-    "last_inbound_at",
-    "last_outbound_at",
-    "last_platform",
-    "interactions",
+RELATIONSHIP_FIELDS = tuple(c for c in RELATIONSHIP_COLUMNS if c not in ("revision", "updated_at"))
+TIME_FIELDS = RELATIONSHIP_TIME_COLUMNS
+SORTABLE = frozenset(
+    c for c in RELATIONSHIP_FIELDS if c not in ("qualified_at", "platforms", "members")
 )
-TIME_FIELDS = frozenset(
-    {"first_contact_at", "last_contact_at", "last_inbound_at", "last_outbound_at"}
-)
-SORTABLE = frozenset(RELATIONSHIP_FIELDS)
+DESCENDING_BY_DEFAULT = TIME_FIELDS | {
+    "interactions", "strength", "qualified_conversations", "our_replies", "their_replies",
+    "gives_out", "gives_in", "reciprocity", "balance",
+}  # fmt: skip
 
 
 def iso_utc(value: Any) -> str | None:
@@ -39,8 +35,8 @@ def relationships(
     reader: SqlReader, workspace: str, sort: str = "last_contact_at", limit: int | None = None
 ) -> list[dict[str, Any]]:
     """Latest state of every relationship of a workspace (ReplacingMergeTree read with FINAL)."""
-    descending = sort.startswith("-") or sort in TIME_FIELDS or sort == "interactions"
     column = sort.lstrip("-+")
+    descending = sort.startswith("-") or column in DESCENDING_BY_DEFAULT
     if column not in SORTABLE:
         raise ValueError(f"cannot sort by {column!r}; one of: {', '.join(sorted(SORTABLE))}")
     if sort.startswith("+"):
@@ -58,7 +54,10 @@ def relationships(
     for row in rows:
         for name in TIME_FIELDS:
             row[name] = iso_utc(row[name])
-        row["interactions"] = int(row["interactions"])
+        row["qualified_at"] = [iso_utc(v) for v in row["qualified_at"]]
+        row["ask_only"] = bool(row["ask_only"])
+        for name in ("platforms", "members"):
+            row[name] = list(row[name])
     return rows
 
 

@@ -6,18 +6,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from events.models import Interaction
-from projections.relationship import RelationshipState
+from projections.schema import RELATIONSHIP_COLUMNS, RELATIONSHIP_TIME_COLUMNS
 
 
 def _dt(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def interaction_row(event: Interaction) -> tuple[Any, ...]:
+def interaction_row(event: Interaction, contact_id: str | None = None) -> tuple[Any, ...]:
+    """A row of `interactions`; `contact_id` is the resolved contact (after identity links)."""
+    if contact_id is None:
+        contact_id = event.contact.key if event.contact is not None else ""
     return (
         event.event_id,
         event.workspace,
-        event.contact.key if event.contact is not None else "",
+        contact_id,
         event.platform,
         event.kind.value,
         event.direction.value,
@@ -37,16 +40,11 @@ def interaction_row(event: Interaction) -> tuple[Any, ...]:
     )
 
 
-def relationship_row(state: RelationshipState, updated_at: datetime) -> tuple[Any, ...]:
-    return (
-        state.workspace,
-        state.contact_id,
-        _dt(state.first_contact_at),
-        _dt(state.last_contact_at),
-        _dt(state.last_inbound_at),
-        _dt(state.last_outbound_at),
-        state.last_platform or "",
-        state.interactions,
-        state.revision,
-        updated_at,
-    )
+def relationship_row(view: dict[str, Any], updated_at: datetime) -> tuple[Any, ...]:
+    """A row of `relationships` from `projections.relationship.view_row` (times in epoch ms)."""
+    row = dict(view, updated_at=updated_at)
+    row["last_platform"] = row["last_platform"] or ""
+    row["qualified_at"] = [_dt(ms) for ms in row["qualified_at"]]
+    for name in RELATIONSHIP_TIME_COLUMNS:
+        row[name] = _dt(row[name])
+    return tuple(row[name] for name in RELATIONSHIP_COLUMNS)

@@ -25,17 +25,20 @@ INTERACTION_COLUMNS = (
 )
 
 RELATIONSHIP_COLUMNS = (
-    "workspace",
-    "contact_id",
-    "first_contact_at",
-    "last_contact_at",
-    "last_inbound_at",
-    "last_outbound_at",
-    "last_platform",
-    "interactions",
-    "revision",
-    "updated_at",
-)
+    "workspace", "contact_id", "first_contact_at", "last_contact_at", "last_inbound_at",
+    "last_outbound_at", "last_platform", "interactions", "our_replies", "our_latency_p50_s",
+    "our_latency_p90_s", "awaiting_reply_since", "their_replies", "their_latency_p50_s",
+    "their_latency_p90_s", "gives_out", "asks_out", "gives_in", "asks_in", "balance",
+    "reciprocity", "ask_only", "strength", "strength_at", "typical_gap_days", "touch_due_at",
+    "qualified_conversations", "qualified_at", "stage", "platforms", "platform_moves", "members",
+    "late_events", "policy_version", "revision", "updated_at",
+)  # fmt: skip
+RELATIONSHIP_TIME_COLUMNS = frozenset(
+    {
+        "first_contact_at", "last_contact_at", "last_inbound_at", "last_outbound_at",
+        "awaiting_reply_since", "strength_at", "touch_due_at",
+    }
+)  # fmt: skip
 
 DEAD_LETTER_COLUMNS = (
     "workspace",
@@ -90,6 +93,32 @@ def ddl(database: str) -> list[str]:
             last_outbound_at Nullable({ts}),
             last_platform LowCardinality(String),
             interactions UInt64,
+            our_replies UInt32,
+            our_latency_p50_s Nullable(Float64),
+            our_latency_p90_s Nullable(Float64),
+            awaiting_reply_since Nullable({ts}),
+            their_replies UInt32,
+            their_latency_p50_s Nullable(Float64),
+            their_latency_p90_s Nullable(Float64),
+            gives_out Float64,
+            asks_out Float64,
+            gives_in Float64,
+            asks_in Float64,
+            balance Float64,
+            reciprocity Nullable(Float64),
+            ask_only Bool,
+            strength Float64,
+            strength_at Nullable({ts}),
+            typical_gap_days Nullable(Float64),
+            touch_due_at Nullable({ts}),
+            qualified_conversations UInt32,
+            qualified_at Array({ts}),
+            stage LowCardinality(String),
+            platforms Array(LowCardinality(String)),
+            platform_moves UInt32,
+            members Array(LowCardinality(String)),
+            late_events UInt32,
+            policy_version LowCardinality(String),
             revision UInt64,
             updated_at {ts}
         ) ENGINE = ReplacingMergeTree(revision)

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     topic_raw: str = "rapport.raw"
     topic_events: str = "rapport.events"
+    topic_relationship_events: str = "rapport.relationship-events"
     topic_relationships: str = "rapport.relationships"
     topic_deadletters: str = "rapport.deadletters"
 

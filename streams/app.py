@@ -1,11 +1,15 @@
-"""The Faust worker: normalize raw deliveries, project relationships, sink to ClickHouse.
+"""The Faust worker: normalize, resolve identities, project relationships, sink to ClickHouse.
 
-    rapport.raw --normalize--> rapport.events --project (table)--> rapport.relationships
-                                     |                                   |
-                                     +--sink--> interactions             +--sink--> relationships
+    rapport.raw --normalize--> rapport.events --resolve (identity table)--+
+                                                                          v
+          interactions <--sink-- rapport.relationship-events --project (relationship table)
+                                                                          v
+                        relationships <--sink-- rapport.relationships <---+
     rapport.deadletters --sink--> dead_letters
 
 Agents only load, apply the pure functions (events.delivery, projections.relationship) and save.
+Tables are keyed by the raw bytes of their topic's key, so Faust's table routing finds the
+worker that owns a relationship.
 """
 
 from __future__ import annotations
@@ -17,12 +21,21 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
+from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 
 from events.delivery import DeadLetter, process_delivery
-from events.models import Interaction, dump_event, parse_event
+from events.models import (
+    IdentityLinked,
+    IdentityUnlinked,
+    Interaction,
+    RawPointer,
+    dump_event,
+    parse_event,
+)
 from projections import relationship
-from projections.relationship import RelationshipState, relationship_key
+from projections.policy import Policy, policy_for
+from projections.relationship import RelationshipState, relationship_key, view_row
 from projections.rows import interaction_row, relationship_row
 from projections.schema import DEAD_LETTER_COLUMNS, INTERACTION_COLUMNS, RELATIONSHIP_COLUMNS
 from projections.store import READ_ONLY_SQL, encode_result
@@ -31,6 +44,7 @@ from rapport.workspaces import WorkspaceRegistry
 from streams.sink import ClickHouseSink, batch_token
 
 log = logging.getLogger("rapport.worker")
+NO_CONTACT = "~"  # relationship-events keys of interactions that belong to no relationship
 
 
 def _batches(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
@@ -38,11 +52,25 @@ def _batches(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
     return cast("faust.Stream[bytes]", stream)
 
 
-def event_key(event: Interaction) -> str:
-    """Events of one relationship share a partition; others go by their actor."""
-    if event.contact is not None and event.direction.counts:
-        return relationship_key(event.workspace, event.contact.key)
-    return relationship_key(event.workspace, f"~{event.actor.key}")
+def identity_key(workspace: str, identity_key: str) -> bytes:
+    """The key of `rapport.events` and of the identity table."""
+    return f"{workspace}|{identity_key}".encode()
+
+
+def event_key(event: Any) -> bytes:
+    """Interactions go by their contact identity (or actor); link events by their identity."""
+    if isinstance(event, Interaction):
+        if event.contact is not None and event.direction.counts:
+            return identity_key(event.workspace, event.contact.key)
+        return identity_key(event.workspace, f"{NO_CONTACT}{event.actor.key}")
+    if isinstance(event, IdentityLinked | IdentityUnlinked):
+        return identity_key(event.workspace, event.identity.key)
+    return identity_key(event.workspace, NO_CONTACT)
+
+
+def split_key(key: bytes) -> tuple[str, str]:
+    workspace, _, rest = key.decode().partition("|")
+    return workspace, rest
 
 
 def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
@@ -64,45 +92,72 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         web_bind=settings.worker_host,
         web_host=settings.worker_host,
         web_port=settings.worker_port,
+        canonical_url=settings.worker_url,
         autodiscover=False,
     )
     sink = ClickHouseSink(
         settings.clickhouse_url, settings.clickhouse_database, settings.sink_retry_max_s
     )
     app.rapport_sink = sink  # type: ignore[attr-defined]
+    policies: dict[str, Policy] = {}
+
+    def policy(workspace: str) -> Policy:
+        found = policies.get(workspace)
+        if found is None:
+            config = registry.get(workspace)
+            found = policies[workspace] = policy_for(config.policy if config else None)
+        return found
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, partitions=settings.partitions, key_type=bytes, value_type=bytes)
 
     raw_topic = topic(settings.topic_raw)
     events_topic = topic(settings.topic_events)
+    relationship_events_topic = topic(settings.topic_relationship_events)
     relationships_topic = topic(settings.topic_relationships)
     deadletters_topic = topic(settings.topic_deadletters)
 
-    table = app.Table(
-        "relationships",
-        default=None,
-        partitions=settings.partitions,
-        key_type=str,
-        value_type=dict,
-    )  # keys and values of non-Record types use the json codec in the changelog
+    def raw_keyed(table: Any) -> Any:
+        """Keys as raw bytes: the changelog and the router then partition like the topic."""
+        table.key_serializer = "raw"
+        return table
+
+    identities = raw_keyed(
+        app.Table("identities", default=None, partitions=settings.partitions, value_type=str)
+    )
+    relationships = raw_keyed(
+        app.Table("relationships", default=None, partitions=settings.partitions, value_type=dict)
+    )
 
     @app.task
     async def open_clickhouse() -> None:
         await sink.start()
 
+    async def quarantine(agent: str, event: faust.EventT[bytes], exc: Exception) -> None:
+        """An event an agent cannot process goes to the dead-letter topic, never nowhere."""
+        msg = event.message
+        workspace, _ = split_key(cast(bytes, event.key or b"|"))
+        log.exception("%s could not process %s:%s:%s", agent, msg.topic, msg.partition, msg.offset)
+        now = datetime.now(UTC)
+        letter = DeadLetter(
+            workspace=workspace,
+            source=f"worker.{agent}",
+            reason=f"{type(exc).__name__}: {exc}",
+            received_at=now,
+            failed_at=now,
+            raw=RawPointer(topic=msg.topic, partition=msg.partition, offset=msg.offset),
+            body=event.value,
+        )
+        await deadletters_topic.send(key=workspace.encode(), value=letter.dumps())
+
     @app.agent(raw_topic)
     async def normalize(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        from events.models import RawPointer
-
         async for event in stream.events():
             msg = event.message
             pointer = RawPointer(topic=msg.topic, partition=msg.partition, offset=msg.offset)
             outcome = process_delivery(registry, event.value, pointer, datetime.now(UTC))
             for interaction in outcome.events:
-                await events_topic.send(
-                    key=event_key(interaction).encode(), value=dump_event(interaction)
-                )
+                await events_topic.send(key=event_key(interaction), value=dump_event(interaction))
             if outcome.dead_letter is not None:
                 log.warning(
                     "dead letter %s:%s: %s", msg.partition, msg.offset, outcome.dead_letter.reason
@@ -113,28 +168,57 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             yield None
 
     @app.agent(events_topic)
-    async def project(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+    async def resolve(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        """Re-key interactions by contact (after identity links); keep the link table."""
         async for event in stream.events():
-            parsed = parse_event(event.value)
-            if not isinstance(parsed, Interaction) or parsed.contact is None:
-                yield None
-                continue
-            if not parsed.direction.counts:
-                yield None
-                continue
-            key = relationship_key(parsed.workspace, parsed.contact.key)
-            stored = table.get(key)
-            before = RelationshipState.from_dict(stored) if stored else None
-            after = relationship.apply(before, parsed)
-            if after is not before:
-                table[key] = after.to_dict()
-            # Always re-emit: the previous emission may not have reached ClickHouse.
-            await relationships_topic.send(
-                key=key.encode(), value=json.dumps(after.to_dict()).encode()
-            )
+            try:
+                await _resolve_one(event)
+            except Exception as exc:
+                await quarantine("resolve", event, exc)
             yield None
 
-    @app.agent(events_topic)
+    async def _resolve_one(event: faust.EventT[bytes]) -> None:
+        key = cast(bytes, event.key)
+        parsed = parse_event(event.value)
+        if isinstance(parsed, IdentityLinked):
+            identities[key] = parsed.contact_id
+        elif isinstance(parsed, IdentityUnlinked):
+            identities[key] = None
+        elif isinstance(parsed, Interaction):
+            workspace, identity = split_key(key)
+            linked = None if identity.startswith(NO_CONTACT) else identities.get(key)
+            contact = linked or identity
+            await relationship_events_topic.send(
+                key=relationship_key(workspace, contact).encode(), value=event.value
+            )
+
+    @app.agent(relationship_events_topic)
+    async def project(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for event in stream.events():
+            try:
+                await _project_one(event)
+            except Exception as exc:
+                await quarantine("project", event, exc)
+            yield None
+
+    async def _project_one(event: faust.EventT[bytes]) -> None:
+        key = cast(bytes, event.key)
+        workspace, contact = split_key(key)
+        if contact.startswith(NO_CONTACT):
+            return
+        parsed = parse_event(event.value)
+        if not isinstance(parsed, Interaction):
+            return
+        stored = relationships.get(key)
+        before = RelationshipState.from_dict(stored) if stored else None
+        rules = policy(workspace)
+        after = relationship.apply(before, parsed, rules, contact)
+        if after is not before:
+            relationships[key] = after.to_dict()
+        # Always re-emit: the previous emission may not have reached ClickHouse yet.
+        await relationships_topic.send(key=key, value=json.dumps(view_row(after, rules)).encode())
+
+    @app.agent(relationship_events_topic)
     async def sink_interactions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for batch in _batches(stream).take_events(
             settings.sink_batch_rows, settings.sink_flush_s
@@ -143,7 +227,10 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             for ev in batch:
                 parsed = parse_event(ev.value)
                 if isinstance(parsed, Interaction):
-                    rows.append(interaction_row(parsed))
+                    _, contact = split_key(cast(bytes, ev.key))
+                    rows.append(
+                        interaction_row(parsed, "" if contact.startswith(NO_CONTACT) else contact)
+                    )
             offsets = [(e.message.topic, e.message.partition, e.message.offset) for e in batch]
             await sink.flush(
                 "interactions", INTERACTION_COLUMNS, rows, batch_token("interactions", offsets)
@@ -155,15 +242,15 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         async for batch in _batches(stream).take_events(
             settings.sink_batch_rows, settings.sink_flush_s
         ):
-            latest: dict[str, RelationshipState] = {}
+            latest: dict[bytes, dict[str, Any]] = {}
             for ev in batch:
-                state = RelationshipState.from_dict(json.loads(ev.value))
-                key = relationship_key(state.workspace, state.contact_id)
+                view = json.loads(ev.value)
+                key = cast(bytes, ev.key)
                 seen = latest.get(key)
-                if seen is None or state.revision >= seen.revision:
-                    latest[key] = state
+                if seen is None or view["revision"] >= seen["revision"]:
+                    latest[key] = view
             now = datetime.now(UTC)
-            rows = [relationship_row(s, now) for s in latest.values()]
+            rows = [relationship_row(v, now) for v in latest.values()]
             offsets = [(e.message.topic, e.message.partition, e.message.offset) for e in batch]
             await sink.flush(
                 "relationships", RELATIONSHIP_COLUMNS, rows, batch_token("relationships", offsets)
@@ -180,16 +267,11 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
                 letter = DeadLetter.loads(ev.value)
                 rows.append(
                     (
-                        letter.workspace,
-                        letter.source,
-                        letter.reason,
-                        letter.received_at,
-                        letter.failed_at,
-                        letter.raw.partition,
-                        letter.raw.offset,
+                        letter.workspace, letter.source, letter.reason, letter.received_at,
+                        letter.failed_at, letter.raw.partition, letter.raw.offset,
                         letter.body.decode("utf-8", errors="replace"),
                     )
-                )
+                )  # fmt: skip
             offsets = [(e.message.topic, e.message.partition, e.message.offset) for e in batch]
             await sink.flush(
                 "dead_letters", DEAD_LETTER_COLUMNS, rows, batch_token("dead_letters", offsets)
@@ -199,6 +281,23 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
     @app.page("/healthz")
     async def healthz(web_view: View, request: Request) -> Response:
         return web_view.json({"status": "ok"})
+
+    class RelationshipView(View):
+        """One relationship from the table, answered by the worker that owns its partition."""
+
+        async def get(self, request: Request, workspace: str, contact_id: str) -> Response:
+            key = relationship_key(workspace, contact_id).encode()
+            try:
+                return await app.router.route_req(relationships.name, key, self.web, request)
+            except SameNode:
+                pass
+            stored = relationships.get(key)
+            if not stored:
+                return self.json({"error": "no such relationship"}, status=404)
+            state = RelationshipState.from_dict(stored)
+            return self.json(view_row(state, policy(workspace)))
+
+    app.page("/relationships/{workspace}/{contact_id}")(RelationshipView)
 
     class QueryView(View):
         """Read-only SQL for the CLI while this worker owns the embedded engine."""

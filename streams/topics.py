@@ -1,7 +1,10 @@
 """Rapport's own Kafka topics, created explicitly (the broker never auto-creates).
 
-Co-partitioned topics (`rapport.events`, `rapport.relationships`) share one partition count: the
-projection table's changelog follows it, and Faust crash-loops on a mismatch.
+`rapport.events` is keyed by (workspace, contact identity) and co-partitioned with the identity
+table; `rapport.relationship-events` (the same events re-keyed by resolved contact) with the
+relationship table; `rapport.relationships` carries each relationship's latest view. All share
+one partition count: table changelogs follow their source topic and Faust crash-loops on a
+mismatch.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(settings.topic_raw, n, {"retention.ms": FOREVER, "max.message.bytes": big}),
         TopicSpec(settings.topic_events, n, {"retention.ms": FOREVER}),
+        TopicSpec(settings.topic_relationship_events, n, {"retention.ms": str(7 * 86_400_000)}),
         TopicSpec(settings.topic_relationships, n, {"cleanup.policy": "compact"}),
         TopicSpec(
             settings.topic_deadletters, n, {"retention.ms": FOREVER, "max.message.bytes": big}

@@ -53,6 +53,7 @@ def isolated_settings(tmp_path: Path, kafka_bootstrap: str) -> Settings:
         partitions=4,
         topic_raw=f"t{tag}.raw",
         topic_events=f"t{tag}.events",
+        topic_relationship_events=f"t{tag}.relationship-events",
         topic_relationships=f"t{tag}.relationships",
         topic_deadletters=f"t{tag}.deadletters",
         worker_id=f"rapport-test-{tag}",

@@ -16,9 +16,8 @@ What a `status.created` status becomes:
 `NotAnInteraction` items. Account ids are the instance's string ids.
 
 Event time is the status's own `created_at` (ISO 8601), never the envelope's `created_at` (when
-the webhook fired). `conversation_id` is the status id for a status that starts a thread; a
-Status does not name its thread's root, so a reply's conversation stays unknown unless the body
-carries `conversation_id`. The object key is the status id (`status:<id>`), so the 16 retries
+the webhook fired). A Status does not name its thread's root, so `conversation_id` stays unknown
+unless the body carries one (the projection then groups turns by time). The object key is the status id (`status:<id>`), so the 16 retries
 collapse.
 """
 
@@ -122,9 +121,8 @@ def _status(workspace: WorkspaceConfig, status: dict[str, Any]) -> Draft | NotAn
     actor = _account(status, "status")
     occurred_at = parse_iso(require(status, "created_at", "status"), "status.created_at")
     reply_to = _opt_id(status.get("in_reply_to_id"), "in_reply_to_id")
+    # Only an id the server sends: a guessed root id would split a thread (see x.py).
     conversation = _opt_id(status.get("conversation_id"), "conversation_id")
-    if conversation is None and reply_to is None:
-        conversation = status_id
 
     boosted = status.get("reblog")
     if boosted is not None:
@@ -138,7 +136,7 @@ def _status(workspace: WorkspaceConfig, status: dict[str, Any]) -> Draft | NotAn
             occurred_at=occurred_at,
             object_key=f"status:{status_id}",
             object_id=status_id,
-            conversation_id=boosted_id if boosted.get("in_reply_to_id") is None else None,
+            conversation_id=None,
             in_reply_to=boosted_id,
         )
 

@@ -708,7 +708,8 @@ def _flat_object(body: dict[str, Any]) -> str:
     value = body.get("value")
     if isinstance(value, dict) and value.get("messaging_product") == "whatsapp":
         return "whatsapp_business_account"
-    return "instagram" if body.get("field") in INSTAGRAM_FIELDS else "page"
+    field = body.get("field")
+    return "instagram" if isinstance(field, str) and field in INSTAGRAM_FIELDS else "page"
 
 
 def _items(body: Any) -> list[Item]:

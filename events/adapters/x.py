@@ -26,7 +26,7 @@ What each array becomes:
 
 Tweet time is `timestamp_ms` (epoch ms, string or number) when present, else the Twitter-format
 `created_at` ("Mon Mar 26 16:33:26 +0000 2018"). `conversation_id` is `conversation_id_str` when
-the body has it, else the tweet's own id for a tweet that starts a conversation, else unknown.
+the body has it, else unknown (the projection then groups turns by time).
 """
 
 from __future__ import annotations
@@ -138,13 +138,16 @@ def _tweet_id(tweet: dict[str, Any], where: str) -> str:
 
 
 def _conversation(tweet: dict[str, Any], tweet_id: str) -> str | None:
-    """`conversation_id_str`, else the tweet itself when it is not a reply, else unknown."""
+    """`conversation_id_str` when X sends it, else unknown (never guessed).
+
+    A guess (the root tweet's own id) would give a thread's first tweet a conversation and its
+    replies none, splitting one exchange in two; unknown lets the projection group the whole
+    exchange by time (SPEC: a run of interactions with gaps under 7 days).
+    """
     for key in ("conversation_id_str", "conversation_id"):
         value = tweet.get(key)
         if isinstance(value, str) and value:
             return value
-    if _opt_str(tweet.get("in_reply_to_status_id_str")) is None:
-        return tweet_id
     return None
 
 

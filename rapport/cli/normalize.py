@@ -41,7 +41,8 @@ def _workspace(name: str, path: Path | None) -> WorkspaceConfig:
 
 def normalize_files(
     files: Annotated[
-        list[Path], typer.Argument(help="webhook bodies, one per file", show_default=False)
+        list[Path],
+        typer.Argument(help="webhook bodies, one per file", metavar="FILE", show_default=False),
     ],
     platform: Annotated[
         str, typer.Option("--platform", "-p", help="webhook source: " + ", ".join(ADAPTERS))

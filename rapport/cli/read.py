@@ -15,6 +15,13 @@ from projections.store import StoreUnavailable
 from rapport.cli.common import console, fail, settings
 from rapport.stack import open_reader
 
+# What fits a terminal; json and csv carry every field.
+TABLE_FIELDS = (
+    "contact_id", "stage", "last_contact_at", "interactions", "our_latency_p50_s",
+    "their_latency_p50_s", "awaiting_reply_since", "balance", "reciprocity", "strength",
+    "qualified_conversations", "touch_due_at",
+)  # fmt: skip
+
 
 def render(rows: list[dict[str, Any]], fmt: str) -> str | Table:
     if fmt == "json":
@@ -23,9 +30,12 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str | Table:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(RELATIONSHIP_FIELDS), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        for row in rows:
+            writer.writerow(
+                {k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
+            )
         return buffer.getvalue()
-    shown = [n for n in RELATIONSHIP_FIELDS if n != "workspace"]
+    shown = TABLE_FIELDS
     table = Table(show_lines=False, title=rows[0]["workspace"] if rows else None)
     for name in shown:
         table.add_column(name.replace("_at", "").replace("_", " "), no_wrap=True)
@@ -40,6 +50,8 @@ def _cell(name: str, value: Any) -> str:
         return ""
     if name in TIME_FIELDS:
         return str(value)[:16].replace("T", " ")
+    if isinstance(value, float):
+        return f"{value:,.2f}"
     return str(value)
 
 

@@ -6,11 +6,16 @@ decides whether a request is authentic and how to answer a platform's verificati
 
 from __future__ import annotations
 
-from streams.webhooks import x
-from streams.webhooks.base import Reply, Verdict, WebhookProtocol
+from streams.webhooks import generic, linkedin, mastodon, meta, slack, x
+from streams.webhooks.base import REFUSAL_CLASSES, Reply, Verdict, WebhookProtocol
 
 PROTOCOLS: dict[str, WebhookProtocol] = {
     "x": x.PROTOCOL,
+    "meta": meta.PROTOCOL,
+    "linkedin": linkedin.PROTOCOL,
+    "slack": slack.PROTOCOL,
+    "mastodon": mastodon.PROTOCOL,
+    "generic": generic.PROTOCOL,
 }
 
-__all__ = ["PROTOCOLS", "Reply", "Verdict", "WebhookProtocol"]
+__all__ = ["PROTOCOLS", "REFUSAL_CLASSES", "Reply", "Verdict", "WebhookProtocol"]

@@ -11,32 +11,52 @@ from typing import Any, Protocol
 
 from rapport.workspaces import WorkspaceConfig
 
+# Why a request was refused, as a small fixed set (a Prometheus label: never workspace-controlled).
+REFUSAL_CLASSES = (
+    "signature",
+    "verify_token",
+    "timestamp",
+    "too_large",
+    "content_type",
+    "malformed",
+    "not_found",
+)
+
 
 @dataclass(frozen=True)
 class Reply:
-    """An answer the ingest gives without producing anything (handshakes, refusals)."""
+    """An answer the ingest gives without producing anything (handshakes, refusals).
+
+    `refusal` names the refusal class (one of REFUSAL_CLASSES) when the reply refuses a request.
+    """
 
     status: int
     body: Any
     content_type: str = "application/json"
     headers: Mapping[str, str] = field(default_factory=dict)
+    refusal: str | None = None
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether a delivery is authentic; `reason` says why not (never echoing secrets)."""
+    """Whether a delivery is authentic; `reason` says why not (never echoing secrets).
+
+    `refusal` is the reason's class for metrics: `signature` (missing or wrong), `timestamp`
+    (outside the replay window, or not a number: then status 400) or `malformed`.
+    """
 
     ok: bool
     reason: str = ""
     status: int = 401
+    refusal: str = "signature"
 
     @classmethod
     def accept(cls) -> Verdict:
         return cls(True)
 
     @classmethod
-    def refuse(cls, reason: str, status: int = 401) -> Verdict:
-        return cls(False, reason, status)
+    def refuse(cls, reason: str, status: int = 401, refusal: str = "signature") -> Verdict:
+        return cls(False, reason, status, refusal)
 
 
 class WebhookProtocol(Protocol):
@@ -60,8 +80,13 @@ class WebhookProtocol(Protocol):
         """Answer a verification sent as an (already authenticated) POST, e.g. Slack's."""
 
 
-def hmac_sha256(secret: str, message: bytes) -> bytes:
-    return hmac.new(secret.encode(), message, hashlib.sha256).digest()
+def hmac_sha256(secret: str | bytes, message: bytes) -> bytes:
+    key = secret.encode() if isinstance(secret, str) else secret
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def hex_hmac_sha256(secret: str | bytes, message: bytes) -> str:
+    return hmac_sha256(secret, message).hex()
 
 
 def any_matches(candidates: Iterable[bytes], presented: bytes) -> bool:
@@ -72,5 +97,44 @@ def any_matches(candidates: Iterable[bytes], presented: bytes) -> bool:
     return found
 
 
+def ascii_bytes(value: str) -> bytes | None:
+    """A header value as bytes for a comparison; None when it is not ASCII (never a match)."""
+    try:
+        return value.strip().encode("ascii")
+    except UnicodeEncodeError:
+        return None
+
+
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
+
+
+def parse_timestamp(value: str | None, name: str, now: float, window_s: float) -> Verdict | None:
+    """Check a replay-window timestamp header (integer epoch seconds); None when it is fine.
+
+    Not a number is malformed (400); older than the window or further in the future than the
+    window is refused (401). Both are counted as `timestamp` refusals.
+    """
+    if value is None or not value.strip():
+        return Verdict.refuse(f"missing {name} header")
+    text = value.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 12):
+        return Verdict.refuse(
+            f"{name} must be integer epoch seconds", status=400, refusal="timestamp"
+        )
+    skew = now - int(text)
+    if skew > window_s:
+        return Verdict.refuse(
+            f"{name} is {int(skew)} s old, outside the {int(window_s)} s window (replay?)",
+            refusal="timestamp",
+        )
+    if skew < -window_s:
+        return Verdict.refuse(
+            f"{name} is {int(-skew)} s in the future, outside the {int(window_s)} s window",
+            refusal="timestamp",
+        )
+    return None
+
+
+def no_secret(key: str) -> Verdict:
+    return Verdict.refuse(f"no {key} configured for this workspace")

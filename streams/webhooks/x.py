@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rapport.workspaces import WorkspaceConfig
-from streams.webhooks.base import Reply, Verdict, any_matches, b64, hmac_sha256
+from streams.webhooks.base import Reply, Verdict, any_matches, ascii_bytes, b64, hmac_sha256
 
 SECRET_KEY = "x_consumer_secret"
 SIGNATURE_HEADER = "x-twitter-webhooks-signature"
@@ -48,7 +48,8 @@ class XProtocol:
         if not secrets:
             return Verdict.refuse("no x_consumer_secret configured for this workspace")
         expected = (signature(s, body).encode() for s in secrets)
-        if not any_matches(expected, presented.strip().encode()):
+        candidate = ascii_bytes(presented)
+        if candidate is None or not any_matches(expected, candidate):
             return Verdict.refuse("signature does not match")
         return Verdict.accept()
 

@@ -21,7 +21,7 @@ import pytest
 from events.adapters import ADAPTERS, x
 from events.adapters.base import AdapterResult, RejectedPayload
 from events.envelope import RawEnvelope
-from events.models import Direction, Identity, Intent, Kind
+from events.models import Direction, Identity, Intent, Interaction, Kind
 from rapport.workspaces import OwnedAccount, WorkspaceConfig
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "webhooks" / "x_account_activity"
@@ -245,7 +245,7 @@ def test_quote_of_brand_tweet() -> None:
     assert event.actor == xid(BOB) and event.subject == xid(BRAND)
     assert event.direction is Direction.INBOUND
     assert event.in_reply_to == "1049000000000000003"
-    assert event.conversation_id == "1049391520151883777"  # a quote starts its own conversation
+    assert event.conversation_id is None  # not guessed: AAA v1.1 tweets carry no conversation
     assert event.intent is Intent.GIVE
 
 
@@ -269,7 +269,7 @@ def test_retweet_is_a_share_of_the_original_author() -> None:
     assert event.direction is Direction.INBOUND
     assert event.object_id == "1049391520151883778"
     assert event.in_reply_to == "1049000000000000003"
-    assert event.conversation_id == "1049000000000000003"
+    assert event.conversation_id is None
     assert event.intent is Intent.GIVE
 
 
@@ -288,7 +288,7 @@ def test_mention_prefers_the_delivery_account_and_collapses_across_deliveries() 
     assert to_advocate.event_id == to_brand.event_id
     assert to_advocate.direction is Direction.INBOUND
     assert to_advocate.intent is Intent.THANKS
-    assert to_advocate.conversation_id == "1049391520151883779"
+    assert to_advocate.conversation_id is None
     assert to_advocate.in_reply_to is None
 
 
@@ -468,7 +468,7 @@ def test_follow_events(kind: str) -> None:
 
 
 def test_follow_then_unfollow_are_two_events() -> None:
-    events = []
+    events: list[Interaction] = []
     for kind in ("follow", "unfollow"):
         item = {"type": kind, "created_timestamp": "1517588749178", "target": BRAND_U}
         events += run({"follow_events": [{**item, "source": ALICE_U}]}).events

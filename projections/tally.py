@@ -1,0 +1,266 @@
+"""The ordered fold of SPEC section 3: `step(tally, touch, policy) -> tally`, pure.
+
+`step` assumes touches come in (occurred_at, event_id) order, which `projections.relationship`
+guarantees for every event inside the lateness window. `step_late` applies an event that came
+after the window closed: deterministically, to the order-free parts only (times, counts,
+give/take, strength, conversations with an id, platforms, members) and it is counted in `late`;
+a replay places it exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from projections.latency import Latencies
+from projections.policy import DAY_MS, Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """One counted interaction, as much of it as the fold needs (also the timeline entry)."""
+
+    at: int
+    event_id: str
+    inbound: bool
+    kind: str
+    conversational: bool
+    intent: str
+    platform: str
+    conversation_id: str | None = None
+    member: str | None = None
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.at, self.event_id)
+
+    @property
+    def direction(self) -> str:
+        return "inbound" if self.inbound else "outbound"
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.at, self.event_id, self.inbound, self.kind, self.conversational, self.intent,
+            self.platform, self.conversation_id, self.member,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> Touch:
+        return cls(int(data[0]), *data[1:])
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """An id-less conversation: conversational turns with gaps under the policy's gap."""
+
+    last_at: int
+    inbound: int
+    outbound: int
+    qualified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Running aggregates of one relationship. Times are epoch ms; days are UTC day numbers."""
+
+    count: int = 0
+    first_at: int | None = None
+    last_at: int | None = None
+    last_in_at: int | None = None
+    last_out_at: int | None = None
+    last_platform: str | None = None
+    last_order: tuple[int, str] | None = None
+    our_open_since: int | None = None
+    our: Latencies = Latencies()
+    their_open_since: int | None = None
+    their: Latencies = Latencies()
+    gives_out: float = 0.0
+    asks_out: float = 0.0
+    gives_in: float = 0.0
+    asks_in: float = 0.0
+    # day -> (asks_out, gives_out, inbound touches, outbound touches), trailing window only
+    trailing: tuple[tuple[int, float, float, int, int], ...] = ()
+    strength: float = 0.0
+    strength_at: int | None = None
+    last_conv_day: int | None = None
+    gaps: tuple[tuple[int, int], ...] = ()  # (gap in days, how many)
+    conversations: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    qualified_ids: frozenset[str] = frozenset()
+    run: Run | None = None
+    qualified_at: tuple[int, ...] = ()
+    platforms: frozenset[str] = frozenset()
+    platform_moves: int = 0
+    last_conv: tuple[int, str] | None = None  # (at, platform) of the last conversational turn
+    members: frozenset[str] = frozenset()
+    late: int = 0
+
+
+def _day(at: int) -> int:
+    return at // DAY_MS
+
+
+def _strength(t: Tally, at: int, weight: float, policy: Policy) -> tuple[float, int]:
+    """Decayed sum valid at the latest event time (never a wall clock)."""
+    if t.strength_at is None:
+        return weight, at
+    if at >= t.strength_at:
+        decay = 0.5 ** ((at - t.strength_at) / policy.half_life_ms)
+        return t.strength * decay + weight, at
+    return t.strength + weight * 0.5 ** ((t.strength_at - at) / policy.half_life_ms), t.strength_at
+
+
+def _trailing(
+    t: Tally, touch: Touch, weight: float, policy: Policy, newest: int
+) -> tuple[Any, ...]:
+    day = _day(touch.at)
+    horizon = _day(newest) - policy.trailing_days + 1
+    rows = {d: (a, g, i, o) for d, a, g, i, o in t.trailing if d >= horizon}
+    if day >= horizon:
+        a, g, i, o = rows.get(day, (0.0, 0.0, 0, 0))
+        if touch.inbound:
+            i += 1
+        else:
+            o += 1
+            if touch.intent == "ask":
+                a += weight
+            else:
+                g += weight
+        rows[day] = (a, g, i, o)
+    return tuple((d, *rows[d]) for d in sorted(rows))
+
+
+def _give_take(t: Tally, touch: Touch, weight: float) -> dict[str, float]:
+    ask = touch.intent == "ask"
+    if touch.inbound:
+        if ask:
+            return {"asks_in": t.asks_in + weight}
+        return {"gives_in": t.gives_in + weight}
+    if ask:
+        return {"asks_out": t.asks_out + weight}
+    return {"gives_out": t.gives_out + weight}
+
+
+def _conversation(t: Tally, touch: Touch) -> dict[str, Any]:
+    """Turns of a conversation with an id; qualified at its 2nd-inbound-and-2nd-outbound turn."""
+    cid = touch.conversation_id
+    if cid is None or cid in t.qualified_ids:
+        return {}
+    inbound, outbound = t.conversations.get(cid, (0, 0))
+    inbound, outbound = (inbound + 1, outbound) if touch.inbound else (inbound, outbound + 1)
+    conversations = dict(t.conversations)
+    if inbound >= 2 and outbound >= 2:
+        conversations.pop(cid, None)
+        return {
+            "conversations": conversations,
+            "qualified_ids": t.qualified_ids | {cid},
+            "qualified_at": (*t.qualified_at, touch.at),
+        }
+    conversations[cid] = (inbound, outbound)
+    return {"conversations": conversations}
+
+
+def _common(t: Tally, touch: Touch, policy: Policy, newest: int) -> dict[str, Any]:
+    """The order-free part of a step."""
+    weight = policy.weight(touch.direction, touch.kind, touch.intent)
+    strength, strength_at = _strength(t, touch.at, weight, policy)
+    out: dict[str, Any] = {
+        "count": t.count + 1,
+        "first_at": touch.at if t.first_at is None else min(t.first_at, touch.at),
+        "last_at": touch.at if t.last_at is None else max(t.last_at, touch.at),
+        "strength": strength,
+        "strength_at": strength_at,
+        "trailing": _trailing(t, touch, weight, policy, max(newest, touch.at)),
+        **_give_take(t, touch, weight),
+    }
+    if touch.inbound:
+        out["last_in_at"] = touch.at if t.last_in_at is None else max(t.last_in_at, touch.at)
+    else:
+        out["last_out_at"] = touch.at if t.last_out_at is None else max(t.last_out_at, touch.at)
+    if t.last_order is None or touch.order > t.last_order:
+        out["last_order"] = touch.order
+        out["last_platform"] = touch.platform
+    if touch.platform not in t.platforms:
+        out["platforms"] = t.platforms | {touch.platform}
+    if touch.member is not None and touch.member not in t.members:
+        out["members"] = t.members | {touch.member}
+    if touch.conversational:
+        out.update(_conversation(t, touch))
+    return out
+
+
+def step(t: Tally, touch: Touch, policy: Policy) -> Tally:
+    """Fold the next touch in (occurred_at, event_id) order."""
+    out = _common(t, touch, policy, touch.at)
+    if touch.conversational:
+        out.update(_waits(t, touch, policy))
+        out.update(_rhythm(t, touch, policy))
+    return replace(t, **out)
+
+
+def step_late(t: Tally, touch: Touch, policy: Policy) -> Tally:
+    """Apply a touch that arrived after its lateness window closed (see module docstring)."""
+    out = _common(t, touch, policy, t.last_at if t.last_at is not None else touch.at)
+    out["late"] = t.late + 1
+    return replace(t, **out)
+
+
+def _waits(t: Tally, touch: Touch, policy: Policy) -> dict[str, Any]:
+    """Inbound opens our wait (if none is open) and closes theirs; outbound the mirror."""
+    limit = policy.exact_latencies
+    out: dict[str, Any] = {}
+    if touch.inbound:
+        if t.our_open_since is None:
+            out["our_open_since"] = touch.at
+        if t.their_open_since is not None:
+            out["their"] = t.their.add(touch.at - t.their_open_since, limit)
+            out["their_open_since"] = None
+    else:
+        if t.their_open_since is None:
+            out["their_open_since"] = touch.at
+        if t.our_open_since is not None:
+            out["our"] = t.our.add(touch.at - t.our_open_since, limit)
+            out["our_open_since"] = None
+    return out
+
+
+def _rhythm(t: Tally, touch: Touch, policy: Policy) -> dict[str, Any]:
+    """Gaps between conversational days, platform moves, and id-less conversation runs."""
+    out: dict[str, Any] = {}
+    day = _day(touch.at)
+    if t.last_conv_day is None or day > t.last_conv_day:
+        if t.last_conv_day is not None:
+            gaps = dict(t.gaps)
+            gap = day - t.last_conv_day
+            gaps[gap] = gaps.get(gap, 0) + 1
+            out["gaps"] = tuple(sorted(gaps.items()))
+        out["last_conv_day"] = day
+    if t.last_conv is not None:
+        previous_at, previous_platform = t.last_conv
+        if (
+            previous_platform != touch.platform
+            and touch.at - previous_at <= policy.platform_move_days * DAY_MS
+        ):
+            out["platform_moves"] = t.platform_moves + 1
+    out["last_conv"] = (touch.at, touch.platform)
+    if touch.conversation_id is None:
+        out.update(_run(t, touch, policy))
+    return out
+
+
+def _run(t: Tally, touch: Touch, policy: Policy) -> dict[str, Any]:
+    run = t.run
+    if run is None or touch.at - run.last_at >= policy.conversation_gap_days * DAY_MS:
+        run = Run(touch.at, 0, 0, False)
+    run = Run(
+        touch.at,
+        run.inbound + (1 if touch.inbound else 0),
+        run.outbound + (0 if touch.inbound else 1),
+        run.qualified,
+    )
+    out: dict[str, Any] = {}
+    if not run.qualified and run.inbound >= 2 and run.outbound >= 2:
+        run = replace(run, qualified=True)
+        out["qualified_at"] = (*t.qualified_at, touch.at)
+    out["run"] = run
+    return out

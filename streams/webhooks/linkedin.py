@@ -1,0 +1,78 @@
+"""LinkedIn webhooks (organization social actions).
+
+Validation: `GET ?challengeCode=C` is answered with `{"challengeCode": C, "challengeResponse":
+hex HMAC-SHA256(client secret, C)}` within 3 s (the first active secret answers while one
+rotates). Deliveries carry `X-LI-Signature`, the hex HMAC-SHA256(client secret, raw body);
+LinkedIn documents it in places as `hmacsha256=` + hex, so both forms are accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from rapport.workspaces import WorkspaceConfig
+from streams.webhooks.base import (
+    Reply,
+    Verdict,
+    any_matches,
+    ascii_bytes,
+    hex_hmac_sha256,
+    no_secret,
+)
+
+SECRET_KEY = "linkedin_client_secret"
+SIGNATURE_HEADER = "x-li-signature"
+PREFIX = b"hmacsha256="
+
+
+def challenge_response(secret: str, challenge_code: str) -> str:
+    return hex_hmac_sha256(secret, challenge_code.encode())
+
+
+def signature(secret: str, body: bytes) -> str:
+    return hex_hmac_sha256(secret, body)
+
+
+class LinkedInProtocol:
+    name = "linkedin"
+
+    def handshake(
+        self, workspace: WorkspaceConfig, query: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Reply | None:
+        code = query.get("challengeCode")
+        if code is None:
+            return None
+        secrets = workspace.secrets_for(SECRET_KEY)
+        if not secrets:
+            return Reply(403, {"error": f"no {SECRET_KEY} configured for this workspace"})
+        return Reply(
+            200, {"challengeCode": code, "challengeResponse": challenge_response(secrets[0], code)}
+        )
+
+    def verify(
+        self, workspace: WorkspaceConfig, headers: Mapping[str, str], body: bytes, now: float
+    ) -> Verdict:
+        value = headers.get(SIGNATURE_HEADER)
+        if not value:
+            return Verdict.refuse(f"missing {SIGNATURE_HEADER} header")
+        secrets = workspace.secrets_for(SECRET_KEY)
+        if not secrets:
+            return no_secret(SECRET_KEY)
+        presented = ascii_bytes(value)
+        if presented is None:
+            return Verdict.refuse("signature does not match")
+        presented = presented.lower()
+        if presented.startswith(PREFIX):
+            presented = presented[len(PREFIX) :]
+        expected = (signature(s, body).encode() for s in secrets)
+        if not any_matches(expected, presented):
+            return Verdict.refuse("signature does not match")
+        return Verdict.accept()
+
+    def post_handshake(
+        self, workspace: WorkspaceConfig, headers: Mapping[str, str], body: bytes
+    ) -> Reply | None:
+        return None
+
+
+PROTOCOL = LinkedInProtocol()
