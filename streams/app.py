@@ -41,36 +41,15 @@ from projections.schema import DEAD_LETTER_COLUMNS, INTERACTION_COLUMNS, RELATIO
 from projections.store import READ_ONLY_SQL, encode_result
 from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
+from streams.keys import NO_CONTACT, event_key, split_key
 from streams.sink import ClickHouseSink, batch_token
 
 log = logging.getLogger("rapport.worker")
-NO_CONTACT = "~"  # relationship-events keys of interactions that belong to no relationship
 
 
 def _batches(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
     """Faust's concrete Stream has take_events (acks after the consumer resumes); StreamT not."""
     return cast("faust.Stream[bytes]", stream)
-
-
-def identity_key(workspace: str, identity_key: str) -> bytes:
-    """The key of `rapport.events` and of the identity table."""
-    return f"{workspace}|{identity_key}".encode()
-
-
-def event_key(event: Any) -> bytes:
-    """Interactions go by their contact identity (or actor); link events by their identity."""
-    if isinstance(event, Interaction):
-        if event.contact is not None and event.direction.counts:
-            return identity_key(event.workspace, event.contact.key)
-        return identity_key(event.workspace, f"{NO_CONTACT}{event.actor.key}")
-    if isinstance(event, IdentityLinked | IdentityUnlinked):
-        return identity_key(event.workspace, event.identity.key)
-    return identity_key(event.workspace, NO_CONTACT)
-
-
-def split_key(key: bytes) -> tuple[str, str]:
-    workspace, _, rest = key.decode().partition("|")
-    return workspace, rest
 
 
 def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rapport.cli import deadletters, kafka, normalize, read, stack
+from rapport.cli import deadletters, identities, kafka, normalize, read, stack
 
 app = typer.Typer(
     name="rapport",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(kafka.app, name="kafka")
+app.add_typer(identities.app, name="identities")
 app.add_typer(deadletters.app, name="deadletters")
 stack.register(app)
 read.register(app)

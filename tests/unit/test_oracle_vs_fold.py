@@ -15,7 +15,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events.models import Direction, Identity, Intent, Interaction, Kind, epoch_ms
+from events.models import (
+    CONVERSATIONAL_KINDS,
+    Direction,
+    Identity,
+    Intent,
+    Interaction,
+    Kind,
+    epoch_ms,
+)
 from projections.policy import DAY_MS, DEFAULT_POLICY, Policy
 from projections.relationship import fold, view_row
 from tests.datasets import (
@@ -155,6 +163,10 @@ def relationships(draw: st.DrawFn, span_days: int = 20) -> tuple[list[Interactio
     # some cases stay on fewer platforms and one workspace: denser relationships, more qualified
     platforms = draw(st.sampled_from([PLATFORMS, PLATFORMS, ("x",), ("x", "email")]))
     workspaces = draw(st.sampled_from([["w"], ["w", "w", "w", "v"]]))
+    chatty = draw(st.booleans())  # only conversational turns, only inbound and outbound
+    kinds = sorted(CONVERSATIONAL_KINDS) if chatty else list(Kind)
+    directions = ["inbound", "outbound"] if chatty else ["inbound"] * 4 + ["outbound"] * 4
+    direction = st.sampled_from(directions if chatty else [*directions, "internal", "external"])
     people = draw(st.integers(2, 3))
     ids = draw(
         st.lists(
@@ -164,7 +176,6 @@ def relationships(draw: st.DrawFn, span_days: int = 20) -> tuple[list[Interactio
             unique=True,
         )
     )
-    direction = st.sampled_from(["inbound"] * 4 + ["outbound"] * 4 + ["internal", "external"])
     events = []
     for event_id in ids:
         platform = draw(st.sampled_from(platforms))
@@ -177,7 +188,7 @@ def relationships(draw: st.DrawFn, span_days: int = 20) -> tuple[list[Interactio
                 occurred_at=at,
                 received_at=at,
                 platform=platform,
-                kind=draw(st.sampled_from(list(Kind))),
+                kind=draw(st.sampled_from(kinds)),
                 intent=draw(st.sampled_from(list(Intent))),
                 direction=draw(direction),
                 actor=Identity(platform=platform, user_id="owned"),
@@ -239,3 +250,86 @@ def test_generated_over_two_hundred_days(case: tuple[list[Interaction], dict]) -
     events, contacts = case
     assert differences(in_order(events), P2, contacts) == []
     assert differences(in_order(events), contacts=contacts) == []
+
+
+# --- boundaries, spelled out: the oracle's reading and the fold agree on each ----------------
+
+
+def ev(
+    event_id: str,
+    at_ms: int,
+    direction: str,
+    kind: str = "message",
+    intent: str = "neutral",
+    platform: str = "x",
+    conversation_id: str | None = None,
+) -> Interaction:
+    at = _EPOCH_DT + timedelta(milliseconds=BASE_MS + at_ms)
+    return Interaction(
+        event_id=event_id,
+        workspace="w",
+        occurred_at=at,
+        received_at=at,
+        platform=platform,
+        kind=kind,
+        intent=intent,
+        direction=direction,
+        actor=Identity(platform=platform, user_id="owned"),
+        contact=Identity(platform=platform, user_id="u0"),
+        conversation_id=conversation_id,
+        object_id=event_id,
+    )
+
+
+def only_row(events: list[Interaction], contacts: dict | None = None) -> dict:
+    assert differences(events, contacts=contacts) == []
+    (row,) = expected_relationships(events, contacts=contacts).values()
+    return row
+
+
+@pytest.mark.parametrize(("gap_ms", "qualified"), [(7 * DAY_MS - 1, 1), (7 * DAY_MS, 0)])
+def test_run_gap_of_seven_days_starts_a_new_run(gap_ms: int, qualified: int) -> None:
+    events = [ev("e0000001", 0, "inbound"), ev("e0000002", HOUR_MS, "outbound")]
+    events += [ev("e0000003", HOUR_MS + gap_ms, "inbound")]
+    events += [ev("e0000004", 2 * HOUR_MS + gap_ms, "outbound")]
+    row = only_row(events)
+    assert row["qualified_conversations"] == qualified
+    assert row["qualified_at"] == ([epoch_ms(events[3].occurred_at)] if qualified else [])
+
+
+@pytest.mark.parametrize(("gap_ms", "moves"), [(7 * DAY_MS, 1), (7 * DAY_MS + 1, 0)])
+def test_platform_move_within_seven_days_inclusive(gap_ms: int, moves: int) -> None:
+    events = [ev("e0000001", 0, "inbound", platform="x")]
+    events += [ev("e0000002", gap_ms, "outbound", platform="email")]
+    row = only_row(events, contacts={"x:u0": "p", "email:u0": "p"})
+    assert row["platform_moves"] == moves
+
+
+@pytest.mark.parametrize(("inbound_id", "our_replies"), [("e0000001", 1), ("e0000003", 0)])
+def test_equal_times_are_ordered_by_event_id(inbound_id: str, our_replies: int) -> None:
+    row = only_row([ev("e0000002", 0, "outbound"), ev(inbound_id, 0, "inbound")])
+    assert row["our_replies"] == our_replies
+    assert row["awaiting_reply_since"] == (None if our_replies else BASE_MS)
+    assert row["our_latency_p50_s"] == (0.0 if our_replies else None)
+
+
+@pytest.mark.parametrize(("give_day", "ask_only"), [(-90, True), (-89, False)])
+def test_trailing_window_is_ninety_days_ending_with_the_last_day(
+    give_day: int, ask_only: bool
+) -> None:
+    # BASE_MS is 21:00 UTC, so +3 h starts a UTC day
+    start = 3 * HOUR_MS + 100 * DAY_MS
+    events = [ev("e0000001", start + give_day * DAY_MS, "outbound", intent="give")]
+    events += [ev("e0000002", start + DAY_MS - 1, "outbound", intent="ask")]
+    assert only_row(events)["ask_only"] is ask_only
+
+
+def test_nearest_rank_percentiles_and_even_median_gap() -> None:
+    events, t = [], 0
+    for i, latency_s in enumerate([5, 1, 4, 2, 3, 10, 9, 8, 7, 6, 11]):
+        events.append(ev(f"e{2 * i:07d}", t, "inbound"))
+        events.append(ev(f"e{2 * i + 1:07d}", t + latency_s * 1000, "outbound"))
+        t += DAY_MS * (1 if i % 2 else 2)  # ten gaps: five of 1 day, five of 2
+    row = only_row(events)
+    assert (row["our_replies"], row["our_latency_p50_s"], row["our_latency_p90_s"]) == (11, 6, 10)
+    assert row["typical_gap_days"] == 1.5
