@@ -21,7 +21,7 @@ from typing import Any
 from events.models import Interaction, epoch_ms
 from projections.latency import Latencies
 from projections.policy import DAY_MS, DEFAULT_POLICY, Policy
-from projections.tally import Run, Tally, Touch, step, step_late
+from projections.tally import Run, Tally, Touch, qualified_times, step, step_late
 
 STAGES = ("attention", "attraction", "affinity", "audience")
 
@@ -190,7 +190,8 @@ def view_row(state: RelationshipState, policy: Policy = DEFAULT_POLICY) -> dict[
     gives_recent = sum(g for _, _, g, _, _ in v.trailing)
     inbound_recent = sum(i for _, _, _, i, _ in v.trailing)
     outbound_recent = sum(o for _, _, _, _, o in v.trailing)
-    qualified = len(v.qualified_at)
+    qualified_at = qualified_times(v)
+    qualified = len(qualified_at)
     if qualified >= 3 or (
         reciprocity is not None and reciprocity >= 0.5 and inbound_recent and outbound_recent
     ):
@@ -231,7 +232,7 @@ def view_row(state: RelationshipState, policy: Policy = DEFAULT_POLICY) -> dict[
             None if v.last_at is None else v.last_at + policy.cadence_ms(qualified >= 1)
         ),
         "qualified_conversations": qualified,
-        "qualified_at": list(v.qualified_at),
+        "qualified_at": qualified_at,
         "stage": stage,
         "platforms": sorted(v.platforms),
         "platform_moves": v.platform_moves,
@@ -267,7 +268,7 @@ def tally_to_json(t: Tally) -> dict[str, Any]:
         elif isinstance(value, frozenset):
             value = sorted(value)
         elif name == "conversations":
-            value = {k: list(v) for k, v in value.items()}
+            value = {k: [list(v[0]), list(v[1])] for k, v in value.items()}
         elif isinstance(value, tuple):
             value = [list(v) if isinstance(v, tuple) else v for v in value]
         out[name] = value
@@ -279,12 +280,15 @@ def tally_from_json(data: dict[str, Any]) -> Tally:
     kwargs["our"] = Latencies.from_json(data["our"])
     kwargs["their"] = Latencies.from_json(data["their"])
     kwargs["run"] = None if data["run"] is None else Run(*data["run"])
-    for name in ("platforms", "members", "qualified_ids"):
+    for name in ("platforms", "members"):
         kwargs[name] = frozenset(data[name])
-    kwargs["conversations"] = {k: (int(v[0]), int(v[1])) for k, v in data["conversations"].items()}
+    kwargs["conversations"] = {
+        k: (tuple(int(x) for x in v[0]), tuple(int(x) for x in v[1]))
+        for k, v in data["conversations"].items()
+    }
     kwargs["trailing"] = tuple(tuple(r) for r in data["trailing"])
     kwargs["gaps"] = tuple((int(g), int(c)) for g, c in data["gaps"])
-    kwargs["qualified_at"] = tuple(int(v) for v in data["qualified_at"])
+    kwargs["run_qualified_at"] = tuple(int(v) for v in data["run_qualified_at"])
     for name in ("last_order", "last_conv"):
         kwargs[name] = None if data[name] is None else tuple(data[name])
     return Tally(**kwargs)

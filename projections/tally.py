@@ -3,8 +3,8 @@
 `step` assumes touches come in (occurred_at, event_id) order, which `projections.relationship`
 guarantees for every event inside the lateness window. `step_late` applies an event that came
 after the window closed: deterministically, to the order-free parts only (times, counts,
-give/take, strength, conversations with an id, platforms, members) and it is counted in `late`;
-a replay places it exactly.
+give/take, strength, conversations with an id and their qualification times, platforms, members)
+and it is counted in `late`; a replay places it exactly.
 """
 
 from __future__ import annotations
@@ -85,10 +85,12 @@ class Tally:
     strength_at: int | None = None
     last_conv_day: int | None = None
     gaps: tuple[tuple[int, int], ...] = ()  # (gap in days, how many)
-    conversations: Mapping[str, tuple[int, int]] = field(default_factory=dict)
-    qualified_ids: frozenset[str] = frozenset()
+    # conversation id -> (two earliest inbound turn times, two earliest outbound turn times)
+    conversations: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(
+        default_factory=dict
+    )
     run: Run | None = None
-    qualified_at: tuple[int, ...] = ()
+    run_qualified_at: tuple[int, ...] = ()
     platforms: frozenset[str] = frozenset()
     platform_moves: int = 0
     last_conv: tuple[int, str] | None = None  # (at, platform) of the last conversational turn
@@ -141,23 +143,33 @@ def _give_take(t: Tally, touch: Touch, weight: float) -> dict[str, float]:
     return {"gives_out": t.gives_out + weight}
 
 
+def _earliest_two(times: tuple[int, ...], at: int) -> tuple[int, ...]:
+    return tuple(sorted((*times, at))[:2])
+
+
 def _conversation(t: Tally, touch: Touch) -> dict[str, Any]:
-    """Turns of a conversation with an id; qualified at its 2nd-inbound-and-2nd-outbound turn."""
+    """Turns of a conversation with an id: its two earliest inbound and outbound times.
+
+    The conversation qualified at the later of its 2nd inbound and 2nd outbound turn, which does
+    not depend on arrival order, so even a late turn gives the exact qualification time.
+    """
     cid = touch.conversation_id
-    if cid is None or cid in t.qualified_ids:
+    if cid is None:
         return {}
-    inbound, outbound = t.conversations.get(cid, (0, 0))
-    inbound, outbound = (inbound + 1, outbound) if touch.inbound else (inbound, outbound + 1)
-    conversations = dict(t.conversations)
-    if inbound >= 2 and outbound >= 2:
-        conversations.pop(cid, None)
-        return {
-            "conversations": conversations,
-            "qualified_ids": t.qualified_ids | {cid},
-            "qualified_at": (*t.qualified_at, touch.at),
-        }
-    conversations[cid] = (inbound, outbound)
-    return {"conversations": conversations}
+    inbound, outbound = t.conversations.get(cid, ((), ()))
+    if touch.inbound:
+        updated = (_earliest_two(inbound, touch.at), outbound)
+    else:
+        updated = (inbound, _earliest_two(outbound, touch.at))
+    if updated == (inbound, outbound):
+        return {}
+    return {"conversations": {**t.conversations, cid: updated}}
+
+
+def qualified_times(t: Tally) -> list[int]:
+    """When each conversation and run qualified, ascending (SPEC: >= 2 turns each way)."""
+    by_id = [max(i[1], o[1]) for i, o in t.conversations.values() if len(i) == 2 and len(o) == 2]
+    return sorted([*by_id, *t.run_qualified_at])
 
 
 def _common(t: Tally, touch: Touch, policy: Policy, newest: int) -> dict[str, Any]:
@@ -261,6 +273,6 @@ def _run(t: Tally, touch: Touch, policy: Policy) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not run.qualified and run.inbound >= 2 and run.outbound >= 2:
         run = replace(run, qualified=True)
-        out["qualified_at"] = (*t.qualified_at, touch.at)
+        out["run_qualified_at"] = (*t.run_qualified_at, touch.at)
     out["run"] = run
     return out

@@ -136,16 +136,21 @@ def most_replied_authors(path: Path | str, n: int = 3) -> list[str]:
 
 
 def reddit_interactions(
-    path: Path | str, owned: set[str], workspace: str = "reddit"
+    path: Path | str, owned: set[str], workspace: str = "reddit", *, object_key_prefix: str = ""
 ) -> list[Interaction]:
-    """Every reply to a comment as a `reply` interaction on platform `reddit`."""
+    """Every reply to a comment as a `reply` interaction on platform `reddit`.
+
+    The event id is `event_id(workspace, "reddit", name)`. The generic webhook keys its events
+    `generic:<id>`: pass `object_key_prefix="generic:"` for the ids `reddit_generic_bodies`
+    get through it (only the ids differ; no two replies of one relationship share a time).
+    """
     events = []
     for comment, parent_author in reddit_replies(path):
         at = _at_ms(round(comment["created_utc"] * 1000))
         body = comment["body"]
         events.append(
             Interaction(
-                event_id=event_id(workspace, "reddit", comment["name"]),
+                event_id=event_id(workspace, "reddit", object_key_prefix + comment["name"]),
                 workspace=workspace,
                 occurred_at=at,
                 received_at=at,

@@ -242,3 +242,21 @@ def test_splitting_relationships_over_workers_changes_nothing(
         part = [e for e in events if e.contact is not None and hash(e.contact.key) % workers == w]
         merged.update(_views(part))
     assert merged == _views(events)
+
+
+def test_a_late_turn_gives_the_exact_qualification_time() -> None:
+    """Found by the independent oracle: in order the turns are in 0, in 30m, out 1h, out 2h."""
+    arrivals = [
+        interaction(1, "a", True, T0, conversation_id="c1"),
+        interaction(2, "a", False, T0 + H, conversation_id="c1"),
+        interaction(3, "a", False, T0 + 2 * H, conversation_id="c1"),
+        interaction(4, "a", False, T0 + 10 * D, kind=Kind.REACTION),
+        interaction(5, "a", True, T0 + timedelta(minutes=30), conversation_id="c1"),  # late
+    ]
+    state = None
+    for event in arrivals:
+        state = apply(state, event)
+    assert state is not None
+    v = view_row(state)
+    assert v["late_events"] == 1
+    assert v["qualified_conversations"] == 1 and v["qualified_at"] == [ms(T0 + 2 * H)]

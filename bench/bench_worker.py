@@ -1,0 +1,124 @@
+"""Worker throughput through the whole projection path against a bare consume loop.
+
+Both read the same `rapport.events` topic of a real local broker in the same run:
+  baseline: an aiokafka consumer that only iterates the records (no decoding);
+  rapport:  `rapport worker` (resolve -> project with the Faust table -> relationships topic ->
+            ClickHouse sinks), timed from the first record to the moment ClickHouse holds the
+            final relationship rows.
+Events: the real CollegeMsg messages as X DMs of a workspace owning the 20 most active
+students, repeated under several workspaces to reach the requested count.
+
+    .venv/bin/python bench/bench_worker.py [--events 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiokafka import AIOKafkaConsumer  # noqa: E402
+
+from bench.common import private_broker, rate  # noqa: E402
+from events.models import Interaction  # noqa: E402
+from projections.store import WorkerQueryClient  # noqa: E402
+from rapport.process import spawn, stop_pid_file  # noqa: E402
+from rapport.stack import settings_env  # noqa: E402
+from streams.eventlog import append_events  # noqa: E402
+from streams.topics import ensure_topics  # noqa: E402
+from tests.datasets import collegemsg_interactions  # noqa: E402
+
+
+def top_users(n: int) -> set[str]:
+    counts: Counter[str] = Counter()
+    for line in (Path(__file__).resolve().parent.parent / "data/snap_collegemsg/CollegeMsg.txt").open():
+        a, b, _ = line.split()
+        counts[a] += 1
+        counts[b] += 1
+    return {u for u, _ in counts.most_common(n)}
+
+
+def events(count: int) -> list[Interaction]:
+    owned = top_users(20)
+    out: list[Interaction] = []
+    copy = 0
+    while len(out) < count:
+        batch = collegemsg_interactions(owned, workspace=f"bench{copy}")
+        out.extend(e for e in batch if e.contact is not None and e.direction.counts)
+        copy += 1
+    return out[:count]
+
+
+async def bare_loop(bootstrap: str, topic: str, expected: int) -> float:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None,
+        enable_auto_commit=False, max_poll_records=5000,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        seen = 0
+        started = 0.0
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batches.values():
+                if not started:
+                    started = time.perf_counter()
+                seen += len(records)
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    data = events(args.events)
+    relationships = {(e.workspace, e.contact.key) for e in data if e.contact}
+    workspaces = sorted({e.workspace for e in data})
+    with private_broker(partitions=8) as (settings, root):
+        toml = "".join(f"[workspaces.{w}]\n" for w in workspaces)
+        settings.workspaces.write_text(toml)
+        ensure_topics(settings)
+        t = time.perf_counter()
+        append_events(settings, data)
+        print(f"produced {len(data):,} events in {time.perf_counter() - t:.1f} s", flush=True)
+
+        bare = asyncio.run(bare_loop(settings.kafka_bootstrap, settings.topic_events, len(data)))
+        print(f"bare aiokafka loop: {rate(len(data), bare)}", flush=True)
+
+        pid_file = root / "worker.pid"
+        started = time.perf_counter()
+        spawn([sys.executable, "-m", "rapport", "worker"], log_file=root / "worker.log",
+              pid_file=pid_file, env=settings_env(settings))  # fmt: skip
+        try:
+            reader = WorkerQueryClient(settings.worker_url, timeout_s=10)
+            sql = "SELECT count(), toInt64(sum(interactions)) FROM rapport.relationships FINAL"
+            first = None
+            while True:
+                try:
+                    rows, total = reader.query(sql).rows[0]
+                except Exception:
+                    time.sleep(0.5)
+                    continue
+                if first is None and int(rows) > 0:
+                    first = time.perf_counter()
+                if int(rows) == len(relationships) and int(total or 0) == len(data):
+                    break
+                time.sleep(0.5)
+            done = time.perf_counter()
+        finally:
+            stop_pid_file(pid_file, timeout_s=60)
+        full = done - (first or started)
+        print(f"rapport worker: {rate(len(data), full)} (first row after {(first or done) - started:.1f} s of start-up)")
+        print(f"ratio worker/bare: {bare / full:.3f}")
+        print(f"relationships: {len(relationships):,}; workspaces: {len(workspaces)}")
+
+
+if __name__ == "__main__":
+    main()
