@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer  # noqa: E402
 from bench.common import private_broker, rate  # noqa: E402
 from events.models import Interaction  # noqa: E402
 from projections.store import WorkerQueryClient  # noqa: E402
-from rapport.process import spawn, stop_pid_file  # noqa: E402
+from rapport.process import read_pid, spawn, stop_pid_file  # noqa: E402
 from rapport.stack import settings_env  # noqa: E402
 from streams.eventlog import append_events  # noqa: E402
 from streams.topics import ensure_topics  # noqa: E402
@@ -101,6 +101,8 @@ def main() -> None:
             sql = "SELECT count(), toInt64(sum(interactions)) FROM rapport.relationships FINAL"
             first = None
             while True:
+                if read_pid(pid_file) is None:
+                    raise SystemExit(f"the worker died; see {root / 'worker.log'}")
                 try:
                     rows, total = reader.query(sql).rows[0]
                 except Exception:

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     worker_host: str = "127.0.0.1"
     worker_port: int = 6066
     worker_store: str = "memory://"
+    project_batch_rows: int = Field(2000, ge=1, description="events folded per table write")
+    project_flush_s: float = Field(0.2, gt=0)
     sink_batch_rows: int = Field(1000, ge=1)
     sink_flush_s: float = Field(1.0, gt=0)
     sink_retry_max_s: float = Field(30.0, gt=0)

@@ -1,10 +1,12 @@
-"""The Faust worker: normalize, resolve identities, project relationships, sink to ClickHouse.
+"""The Faust worker: normalize, project relationships (with identity links), sink to ClickHouse.
 
-    rapport.raw --normalize--> rapport.events --resolve (identity table)--+
-                                                                          v
-          interactions <--sink-- rapport.relationship-events --project (relationship table)
-                                                                          v
-                        relationships <--sink-- rapport.relationships <---+
+    rapport.raw --normalize--> rapport.events --project (identity + relationship tables)
+                                    |               |        ^
+                                    |               |        +-- rapport.relationship-events
+                                    |               |            (events of linked identities,
+                                    |               v             re-keyed by contact)
+                                    |          rapport.relationships --sink--> relationships
+                                    +--sink--> interactions
     rapport.deadletters --sink--> dead_letters
 
 Agents only load, apply the pure functions (events.delivery, projections.relationship) and save.
@@ -14,13 +16,16 @@ worker that owns a relationship.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
+from faust import streams as faust_streams
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 
@@ -36,7 +41,7 @@ from events.models import (
 from projections import relationship
 from projections.policy import Policy, policy_for
 from projections.relationship import RelationshipState, relationship_key, view_row
-from projections.rows import interaction_row, relationship_row
+from projections.rows import interaction_row_from_json, relationship_row
 from projections.schema import DEAD_LETTER_COLUMNS, INTERACTION_COLUMNS, RELATIONSHIP_COLUMNS
 from projections.store import READ_ONLY_SQL, encode_result
 from rapport.settings import Settings
@@ -45,6 +50,23 @@ from streams.keys import NO_CONTACT, event_key, split_key
 from streams.sink import ClickHouseSink, batch_token
 
 log = logging.getLogger("rapport.worker")
+
+
+INTERACTION_MARK = b'"type":"interaction"'  # as events.models.dump_event writes it
+
+
+@contextlib.contextmanager
+def as_current(event: faust.EventT[bytes]) -> Iterator[None]:
+    """Make `event` Faust's current event, so a table write goes to that event's partition.
+
+    Batched agents write after the batch; Faust takes a table write's changelog partition from
+    the current event, which would otherwise be whichever event the stream read last.
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 def _batches(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
@@ -63,6 +85,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         table_standby_replicas=0,
         producer_acks=-1,
+        producer_linger_ms=10,  # batch produce requests: most sends are small and many
         producer_max_request_size=8 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
@@ -90,9 +113,16 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, partitions=settings.partitions, key_type=bytes, value_type=bytes)
 
+    async def produce(topic_name: str, key: bytes, value: bytes) -> None:
+        """Hand a record to the producer (flushed before Faust commits the source offsets).
+
+        The plain producer path skips Faust's per-message Topic machinery, which dominates the
+        cost of the high-volume re-keying and emitting sends.
+        """
+        await app.producer.send(topic_name, key, value, None, None, None)
+
     raw_topic = topic(settings.topic_raw)
     events_topic = topic(settings.topic_events)
-    relationship_events_topic = topic(settings.topic_relationship_events)
     relationships_topic = topic(settings.topic_relationships)
     deadletters_topic = topic(settings.topic_deadletters)
 
@@ -146,70 +176,107 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
                 )
             yield None
 
-    @app.agent(events_topic)
-    async def resolve(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        """Re-key interactions by contact (after identity links); keep the link table."""
-        async for event in stream.events():
-            try:
-                await _resolve_one(event)
-            except Exception as exc:
-                await quarantine("resolve", event, exc)
-            yield None
+    live: dict[bytes, RelationshipState] = {}  # states of this worker's partitions, decoded
 
-    async def _resolve_one(event: faust.EventT[bytes]) -> None:
-        key = cast(bytes, event.key)
-        parsed = parse_event(event.value)
-        if isinstance(parsed, IdentityLinked):
-            identities[key] = parsed.contact_id
-        elif isinstance(parsed, IdentityUnlinked):
-            identities[key] = None
-        elif isinstance(parsed, Interaction):
-            workspace, identity = split_key(key)
-            linked = None if identity.startswith(NO_CONTACT) else identities.get(key)
-            contact = linked or identity
-            await relationship_events_topic.send(
-                key=relationship_key(workspace, contact).encode(), value=event.value
-            )
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_live_states(sender: faust.App, revoked: Any, **kwargs: Any) -> None:
+        live.clear()  # another worker may own them now; the table is the truth
 
-    @app.agent(relationship_events_topic)
+    def _state(key: bytes) -> RelationshipState | None:
+        state = live.get(key)
+        if state is None:
+            stored = relationships.get(key)
+            state = RelationshipState.from_dict(stored) if stored else None
+        return state
+
+    def _contact_of(key: bytes, identity: str) -> str | None:
+        """The contact an identity counts for: its link target, itself, or None (no contact)."""
+        if identity.startswith(NO_CONTACT):
+            return None
+        linked: str | None = identities.get(key)
+        return linked or identity
+
+    projected = app.topic(
+        settings.topic_events,
+        settings.topic_relationship_events,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+    )
+
+    @app.agent(projected)
     async def project(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for event in stream.events():
-            try:
-                await _project_one(event)
-            except Exception as exc:
-                await quarantine("project", event, exc)
+        """Fold a batch in memory, then write each touched relationship once (table + topic).
+
+        `rapport.events` is keyed by identity; an unlinked identity's key is its relationship
+        key, so its events are folded right here. Events of a linked identity are re-keyed to
+        their contact through `rapport.relationship-events`, which this agent also reads.
+        """
+        async for batch in _batches(stream).take_events(
+            settings.project_batch_rows, settings.project_flush_s
+        ):
+            touched: dict[bytes, faust.EventT[bytes]] = {}
+            for event in batch:
+                try:
+                    key = await _project_one(event)
+                except Exception as exc:
+                    await quarantine("project", event, exc)
+                    continue
+                if key is not None:
+                    touched[key] = event
+            for key, last in touched.items():
+                state = live[key]
+                with as_current(last):
+                    relationships[key] = state.to_dict()
+                # Always emitted, changed or not: an earlier emission may not have landed.
+                rules = policy(state.workspace)
+                await produce(
+                    settings.topic_relationships, key, json.dumps(view_row(state, rules)).encode()
+                )
             yield None
 
-    async def _project_one(event: faust.EventT[bytes]) -> None:
+    async def _project_one(event: faust.EventT[bytes]) -> bytes | None:
+        """Apply one event; returns the relationship key it changed, if any."""
         key = cast(bytes, event.key)
-        workspace, contact = split_key(key)
-        if contact.startswith(NO_CONTACT):
-            return
+        workspace, name = split_key(key)
+        if event.message.topic == settings.topic_events:
+            if INTERACTION_MARK not in event.value:  # link events are rare: parse only those
+                parsed = parse_event(event.value)
+                if isinstance(parsed, IdentityLinked | IdentityUnlinked):
+                    with as_current(event):
+                        identities[key] = (
+                            parsed.contact_id if isinstance(parsed, IdentityLinked) else None
+                        )
+                    return None
+            contact = _contact_of(key, name)
+            if contact is None:
+                return None
+            if contact != name:  # linked: re-key to the contact's partition
+                target = relationship_key(workspace, contact).encode()
+                await produce(settings.topic_relationship_events, target, event.value)
+                return None
+        else:
+            contact = name
         parsed = parse_event(event.value)
-        if not isinstance(parsed, Interaction):
-            return
-        stored = relationships.get(key)
-        before = RelationshipState.from_dict(stored) if stored else None
-        rules = policy(workspace)
-        after = relationship.apply(before, parsed, rules, contact)
-        if after is not before:
-            relationships[key] = after.to_dict()
-        # Always re-emit: the previous emission may not have reached ClickHouse yet.
-        await relationships_topic.send(key=key, value=json.dumps(view_row(after, rules)).encode())
+        if not isinstance(parsed, Interaction) or parsed.contact is None:
+            return None
+        if not parsed.direction.counts:
+            return None
+        live[key] = relationship.apply(_state(key), parsed, policy(workspace), contact)
+        return key
 
-    @app.agent(relationship_events_topic)
+    @app.agent(events_topic)
     async def sink_interactions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for batch in _batches(stream).take_events(
             settings.sink_batch_rows, settings.sink_flush_s
         ):
             rows = []
             for ev in batch:
-                parsed = parse_event(ev.value)
-                if isinstance(parsed, Interaction):
-                    _, contact = split_key(cast(bytes, ev.key))
-                    rows.append(
-                        interaction_row(parsed, "" if contact.startswith(NO_CONTACT) else contact)
-                    )
+                key = cast(bytes, ev.key)
+                contact = _contact_of(key, split_key(key)[1])
+                row = interaction_row_from_json(ev.value, contact or "")
+                if row is not None:
+                    rows.append(row)
             offsets = [(e.message.topic, e.message.partition, e.message.offset) for e in batch]
             await sink.flush(
                 "interactions", INTERACTION_COLUMNS, rows, batch_token("interactions", offsets)

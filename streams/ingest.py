@@ -5,11 +5,13 @@ the top level only) and keeps no state, so several instances can run behind one 
 means the envelope is in `rapport.raw` with acks=all; 503 (with Retry-After) means it is not and
 will not be (see `streams.ingest_producer`), so the platform's retry is the only copy. Every
 error body is `{"error": "..."}`; the API is described by `streams/openapi.json`, served at
-`GET /openapi.json`.
+`GET /openapi.json`. Metrics are in `streams.ingest_metrics`; `rapport ingest` runs on uvloop
+when it is installed (about 1.5x the requests per second of asyncio's loop on the benchmark).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +31,7 @@ log = logging.getLogger("rapport.ingest")
 
 OPENAPI = Path(__file__).resolve().with_name("openapi.json")
 RETRY_AFTER_S = "5"
+ACCEPTED = b'{"status": "accepted"}'
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 METRICS = web.AppKey("rapport_metrics", Metrics)
@@ -181,7 +184,7 @@ def create_ingest_app(settings: Settings, registry: WorkspaceRegistry) -> web.Ap
                 503, "event log unavailable, retry later", headers={"Retry-After": RETRY_AFTER_S}
             )
         metrics.produce_seconds.observe(time.perf_counter() - started)
-        return web.json_response({"status": "accepted"}, status=200)
+        return web.Response(body=ACCEPTED, content_type="application/json")
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -216,13 +219,25 @@ def create_ingest_app(settings: Settings, registry: WorkspaceRegistry) -> web.Ap
     return app
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed (it is a dependency on Linux and macOS), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def run_ingest(settings: Settings, registry: WorkspaceRegistry) -> None:
     """Serve the ingest in the foreground until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    loop = new_event_loop()
+    asyncio.set_event_loop(loop)
     web.run_app(
         create_ingest_app(settings, registry),
         host=settings.ingest_host,
         port=settings.ingest_port,
         access_log=None,
         print=lambda *_: log.info("ingest listening on %s", settings.ingest_url),
+        loop=loop,
     )

@@ -8,6 +8,9 @@ it is retired: its unsent batches are failed, it is closed, and a fresh producer
 id) connects in the background; until it has, deliveries are answered 503 at once. The only
 duplicate left is a request the broker had already written when its connection died, which
 at-least-once delivery allows and the worker's deterministic event ids collapse.
+
+Throughput (bench/bench_ingest.py): aiokafka keeps one request in flight per broker, so records
+batch up while it is out; `linger_ms=5` and a sticky partitioner make those batches few and full.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
+from collections import deque
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
 
 from rapport.settings import Settings
 
@@ -25,18 +32,49 @@ log = logging.getLogger("rapport.ingest")
 
 # Errors that mean "not in the log (as far as we know)": the ingest answers 503 for these.
 SEND_ERRORS = (TimeoutError, KafkaError, ConnectionError, OSError)
+WATCH_INTERVAL_S = 0.05
+
+
+class StickyPartitioner:
+    """Key-less records fill one partition for a run of `run` records, then the next one.
+
+    aiokafka picks a random partition per key-less record, which splits every linger window
+    into one small batch per partition; a run per partition gives few, full batches (what the
+    Java client's sticky partitioner does) at the same long-run spread.
+    """
+
+    def __init__(self, run: int = 256) -> None:
+        self.run = run
+        self._keyed = DefaultPartitioner()
+        self._turn = 0
+        self._left = 0
+        self._current = -1
+
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if key is not None:
+            return int(self._keyed(key, all_partitions, available))
+        candidates = available or all_partitions
+        if self._left <= 0 or self._current not in candidates:
+            self._turn += 1
+            self._current = candidates[self._turn % len(candidates)]
+            self._left = self.run
+        self._left -= 1
+        return self._current
 
 
 class Producer:
     """An idempotent acks=all producer that (re)connects in the background."""
 
-    def __init__(self, settings: Settings, linger_ms: int = 2) -> None:
+    def __init__(self, settings: Settings, linger_ms: int = 5) -> None:
         self.settings = settings
         self.topic = settings.topic_raw
         self.linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self._connector: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._retired: weakref.WeakSet[AIOKafkaProducer] = weakref.WeakSet()
+        self._deadlines: deque[tuple[float, asyncio.Future[Any], AIOKafkaProducer]] = deque()
+        self._watchdog: asyncio.Task[None] | None = None
         self._stopped = False
         self.retired = 0  # producers retired after a failed or late send (for tests and logs)
 
@@ -48,6 +86,7 @@ class Producer:
             enable_idempotence=True,
             max_request_size=8 * 1024 * 1024,
             linger_ms=self.linger_ms,
+            partitioner=StickyPartitioner(),
             request_timeout_ms=int(self.settings.produce_timeout_s * 1000),
         )
 
@@ -73,9 +112,12 @@ class Producer:
 
     def start(self) -> None:
         """Connect in the background (again, after a retirement); idempotent."""
-        if self._stopped or (self._connector is not None and not self._connector.done()):
+        if self._stopped:
             return
-        self._connector = asyncio.create_task(self._connect_forever())
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch_deadlines())
+        if self._connector is None or self._connector.done():
+            self._connector = asyncio.create_task(self._connect_forever())
 
     @property
     def connected(self) -> bool:
@@ -84,20 +126,40 @@ class Producer:
     async def send(self, value: bytes) -> None:
         """Produce and wait for the broker's ack; raises one of SEND_ERRORS otherwise.
 
-        When this raises, the record will not be written later by this process.
+        When this raises, the record will not be written later by this process. The deadline is
+        kept by one watchdog task for all sends (a timer per request is measurable at thousands
+        of requests per second): a send still unacknowledged at its deadline retires the
+        producer, which fails every record it holds.
         """
         producer = self._producer
         if producer is None:
             raise ConnectionError("not connected to Kafka (reconnecting)")
+        deadline = asyncio.get_running_loop().time() + self.settings.produce_timeout_s
         try:
-            async with asyncio.timeout(self.settings.produce_timeout_s):
-                await producer.send_and_wait(self.topic, value)
+            # aiokafka bounds this part (metadata, a full buffer) by request_timeout_ms
+            future = await producer.send(self.topic, value)
+            self._deadlines.append((deadline, future, producer))
+            await future
         except SEND_ERRORS as exc:
             self._retire(producer, exc)
             raise
 
+    async def _watch_deadlines(self) -> None:
+        loop = asyncio.get_running_loop()
+        pending = self._deadlines
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            now = loop.time()
+            while pending and (pending[0][0] <= now or pending[0][1].done()):
+                _, future, producer = pending.popleft()
+                if not future.done():
+                    self._retire(producer, TimeoutError("no broker ack within produce_timeout_s"))
+
     def _retire(self, producer: AIOKafkaProducer, cause: BaseException) -> None:
         """Drop everything `producer` still holds and replace it (see the module docstring)."""
+        if producer in self._retired:
+            return
+        self._retired.add(producer)
         if self._producer is producer:
             self._producer = None
             self.retired += 1
@@ -130,10 +192,11 @@ class Producer:
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._connector is not None:
-            self._connector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connector
+        for task in (self._connector, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._producer is not None:
             await self._close(self._producer)
             self._producer = None

@@ -9,6 +9,7 @@ mismatch.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from rapport.settings import Settings
@@ -68,8 +69,14 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 created = [s.name for s in missing]
             except TopicAlreadyExistsError:
                 created = []  # another process won the race; verified below
-        described = admin.describe_topics([s.name for s in specs])
-        counts = {d.get("name", d.get("topic")): len(d["partitions"]) for d in described}
+        # A topic just created may describe with no partitions until its metadata propagates.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            described = admin.describe_topics([s.name for s in specs])
+            counts = {d.get("name", d.get("topic")): len(d["partitions"]) for d in described}
+            if all(counts.get(s.name) for s in specs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         for spec in specs:
             have = counts.get(spec.name)
             if have is not None and have != spec.partitions:

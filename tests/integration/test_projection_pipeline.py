@@ -54,7 +54,11 @@ def get_json(url: str) -> tuple[int, Any]:
         with urllib.request.urlopen(url, timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body or b"null")
+        except ValueError:
+            return exc.code, body.decode(errors="replace")  # e.g. 503 while a rebalance runs
     except (urllib.error.URLError, OSError):
         return 0, None  # not listening (yet)
 
