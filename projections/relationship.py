@@ -15,10 +15,12 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 from typing import Any
 
-from events.models import Interaction, epoch_ms
+from events.models import CONVERSATIONAL_KINDS, Interaction, epoch_ms
 from projections.latency import Latencies
 from projections.policy import DAY_MS, DEFAULT_POLICY, Policy
 from projections.tally import Run, Tally, Touch, qualified_times, step, step_late
@@ -46,6 +48,31 @@ def touch_of(event: Interaction, contact_id: str | None = None) -> Touch:
     )
 
 
+def touch_from_doc(doc: dict[str, Any]) -> Touch | None:
+    """The touch of a decoded current-version interaction (JSON), without model validation.
+
+    Equal to `touch_of(Interaction.model_validate(doc))` (tested); None when the interaction
+    belongs to no relationship (internal, external, no contact).
+    """
+    if doc["direction"] not in ("inbound", "outbound") or doc.get("contact") is None:
+        return None
+    kind = doc["kind"]
+    return Touch(
+        at=epoch_ms(datetime.fromisoformat(doc["occurred_at"])),
+        event_id=doc["event_id"],
+        inbound=doc["direction"] == "inbound",
+        kind=kind,
+        conversational=kind in _CONVERSATIONAL,
+        intent=doc.get("intent", "neutral"),
+        platform=doc["platform"],
+        conversation_id=doc.get("conversation_id"),
+        member=doc.get("member"),
+    )
+
+
+_CONVERSATIONAL = frozenset(k.value for k in CONVERSATIONAL_KINDS)
+
+
 @dataclass(frozen=True, slots=True)
 class RelationshipState:
     workspace: str
@@ -56,6 +83,9 @@ class RelationshipState:
     newest: int | None = None
     seen: frozenset[str] = frozenset()
     revision: int = 0
+    # The view after each timeline touch (in memory only, rebuilt on demand): settling a touch
+    # then takes its snapshot instead of stepping it a second time.
+    snapshots: tuple[Tally, ...] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,7 +95,7 @@ class RelationshipState:
             "timeline": [t.to_json() for t in self.timeline],
             "view": tally_to_json(self.view),
             "newest": self.newest,
-            "seen": sorted(self.seen),
+            "seen": "".join(sorted(self.seen)),  # 16 hex digits each
             "revision": self.revision,
         }
 
@@ -78,58 +108,97 @@ class RelationshipState:
             timeline=tuple(Touch.from_json(t) for t in data["timeline"]),
             view=tally_from_json(data["view"]),
             newest=data["newest"],
-            seen=frozenset(data["seen"]),
+            seen=_fingerprints(data["seen"]),
             revision=int(data["revision"]),
         )
 
 
-def _refold(settled: Tally, timeline: tuple[Touch, ...], policy: Policy) -> Tally:
+def _fingerprints(packed: str | list[str]) -> frozenset[str]:
+    if isinstance(packed, list):  # the first encoding: a list of strings
+        return frozenset(packed)
+    return frozenset(packed[i : i + 16] for i in range(0, len(packed), 16))
+
+
+def _refold(settled: Tally, timeline: Sequence[Touch], policy: Policy) -> Tally:
     view = settled
     for touch in timeline:
         view = step(view, touch, policy)
     return view
 
 
-def apply_touch(state: RelationshipState, touch: Touch, policy: Policy) -> RelationshipState:
-    """Fold one touch into the relationship (see the module docstring for the guarantees)."""
-    fingerprint = touch.event_id[:16]
-    if fingerprint in state.seen:
-        return state
-    seen = state.seen | {fingerprint}
-    watermark = None if state.newest is None else state.newest - policy.lateness_ms
-    if watermark is not None and touch.at < watermark:
-        settled = step_late(state.settled, touch, policy)
-        return replace(
-            state,
-            settled=settled,
-            view=_refold(settled, state.timeline, policy),
-            seen=seen,
-            revision=state.revision + 1,
-        )
+def _snapshots(settled: Tally, timeline: Sequence[Touch], policy: Policy) -> list[Tally]:
+    out: list[Tally] = []
+    view = settled
+    for touch in timeline:
+        view = step(view, touch, policy)
+        out.append(view)
+    return out
+
+
+def apply_all(
+    state: RelationshipState, touches: Iterable[Touch], policy: Policy
+) -> RelationshipState:
+    """Fold touches one after another, exactly as repeated `apply_touch` would.
+
+    Pure: the input state is not modified. The seen-set, the timeline and its snapshots are
+    copied once per call instead of once per touch, which keeps a batch (or a replay) linear.
+    """
+    seen = set(state.seen)
     timeline = list(state.timeline)
-    position = bisect.bisect(timeline, touch.order, key=lambda t: t.order)
-    timeline.insert(position, touch)
-    if position == len(timeline) - 1:
-        view = step(state.view, touch, policy)
-    else:
-        view = _refold(state.settled, tuple(timeline), policy)
-    newest = touch.at if state.newest is None else max(state.newest, touch.at)
-    cut = newest - policy.lateness_ms
-    settled = state.settled
-    keep = 0
-    while keep < len(timeline) and timeline[keep].at < cut:
-        settled = step(settled, timeline[keep], policy)
-        keep += 1
+    snaps = (
+        list(state.snapshots)
+        if state.snapshots is not None
+        else _snapshots(state.settled, timeline, policy)
+    )
+    settled, view, newest, revision = state.settled, state.view, state.newest, state.revision
+    lateness = policy.lateness_ms
+    for touch in touches:
+        fingerprint = touch.event_id[:16]
+        if fingerprint in seen:
+            continue
+        seen.add(fingerprint)
+        revision += 1
+        if newest is not None and touch.at < newest - lateness:
+            settled = step_late(settled, touch, policy)
+            snaps = _snapshots(settled, timeline, policy)
+            view = snaps[-1] if snaps else settled
+            continue
+        order = touch.order
+        if not timeline or order > timeline[-1].order:
+            timeline.append(touch)
+            view = step(view, touch, policy)
+            snaps.append(view)
+        else:
+            at = bisect.bisect(timeline, order, key=lambda t: t.order)
+            timeline.insert(at, touch)
+            snaps[at:] = _snapshots(snaps[at - 1] if at else settled, timeline[at:], policy)
+            view = snaps[-1]
+        if newest is None or touch.at > newest:
+            newest = touch.at
+            cut = newest - lateness
+            keep = 0
+            while keep < len(timeline) and timeline[keep].at < cut:
+                keep += 1
+            if keep:
+                settled = snaps[keep - 1]
+                del timeline[:keep]
+                del snaps[:keep]
     return RelationshipState(
         workspace=state.workspace,
         contact_id=state.contact_id,
         settled=settled,
-        timeline=tuple(timeline[keep:]),
+        timeline=tuple(timeline),
         view=view,
         newest=newest,
-        seen=seen,
-        revision=state.revision + 1,
+        seen=frozenset(seen),
+        revision=revision,
+        snapshots=tuple(snaps),
     )
+
+
+def apply_touch(state: RelationshipState, touch: Touch, policy: Policy) -> RelationshipState:
+    """Fold one touch into the relationship (see the module docstring for the guarantees)."""
+    return apply_all(state, (touch,), policy)
 
 
 def apply(

@@ -10,7 +10,7 @@ and it is counted in `late`; a replay places it exactly.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from projections.latency import Latencies
@@ -201,20 +201,33 @@ def _common(t: Tally, touch: Touch, policy: Policy, newest: int) -> dict[str, An
     return out
 
 
+_FIELDS = tuple(f.name for f in fields(Tally))
+_new_tally = object.__new__
+_set = object.__setattr__
+
+
+def _evolve(t: Tally, changes: dict[str, Any]) -> Tally:
+    """`dataclasses.replace` without re-running __init__ (the hot path of every step)."""
+    new = _new_tally(Tally)
+    for name in _FIELDS:
+        _set(new, name, changes[name] if name in changes else getattr(t, name))
+    return new
+
+
 def step(t: Tally, touch: Touch, policy: Policy) -> Tally:
     """Fold the next touch in (occurred_at, event_id) order."""
     out = _common(t, touch, policy, touch.at)
     if touch.conversational:
         out.update(_waits(t, touch, policy))
         out.update(_rhythm(t, touch, policy))
-    return replace(t, **out)
+    return _evolve(t, out)
 
 
 def step_late(t: Tally, touch: Touch, policy: Policy) -> Tally:
     """Apply a touch that arrived after its lateness window closed (see module docstring)."""
     out = _common(t, touch, policy, t.last_at if t.last_at is not None else touch.at)
     out["late"] = t.late + 1
-    return replace(t, **out)
+    return _evolve(t, out)
 
 
 def _waits(t: Tally, touch: Touch, policy: Policy) -> dict[str, Any]:

@@ -27,7 +27,9 @@ def test_fast_rows_equal_validated_rows_on_vendor_bodies() -> None:
                 workspace="w", source=source, received_at=datetime.now(UTC), body=path.read_bytes()
             )
             try:
-                result = normalize(workspace, envelope, RawPointer(topic="t", partition=1, offset=7))
+                result = normalize(
+                    workspace, envelope, RawPointer(topic="t", partition=1, offset=7)
+                )
             except ValueError:
                 continue
             for event in result.events:
@@ -35,7 +37,39 @@ def test_fast_rows_equal_validated_rows_on_vendor_bodies() -> None:
                 parsed = parse_event(data)
                 for contact in ("", "x:1"):
                     assert interaction_row_from_json(data, contact) == interaction_row(
-                        parsed, contact  # type: ignore[arg-type]
+                        parsed,
+                        contact,  # type: ignore[arg-type]
                     ), path.name
                 seen += 1
     assert seen > 50
+
+
+def test_touch_from_json_equals_touch_of_the_validated_event() -> None:
+    import json
+
+    from events.models import Interaction
+    from projections.relationship import touch_from_doc, touch_of
+
+    pages = ("1234567890321", "12345654332", "101809759215303", "349489628480201")
+    workspace = WorkspaceConfig(
+        name="w",
+        accounts=[
+            {"platform": p, "user_id": page} for page in pages for p in ("facebook", "instagram")
+        ],
+    )
+    compared = 0
+    for path in sorted((FIXTURES / "webhooks" / "meta_restfb").rglob("*.json")):
+        envelope = RawEnvelope(
+            workspace="w", source="meta", received_at=datetime.now(UTC), body=path.read_bytes()
+        )
+        try:
+            events = normalize(workspace, envelope).events
+        except ValueError:
+            continue
+        for event in events:
+            doc = json.loads(dump_event(event))
+            assert isinstance(event, Interaction)
+            counts = event.contact is not None and event.direction.counts
+            assert touch_from_doc(doc) == (touch_of(event) if counts else None), path.name
+            compared += counts
+    assert compared > 10
