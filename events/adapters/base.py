@@ -8,6 +8,7 @@ relationships (typing indicators, read receipts, deletions). A body it cannot ma
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -134,3 +135,19 @@ def require(mapping: Any, key: str, where: str) -> Any:
     if key not in mapping:
         raise RejectedPayload(f"{where} has no {key!r}")
     return mapping[key]
+
+
+def json_body(raw: bytes) -> Any:
+    """The decoded body, or a RejectedPayload (not JSON, not UTF-8, nested too deep)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise RejectedPayload(f"body is not JSON: {exc}") from None
+
+
+def json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """The decoded body when it is a JSON object; `what` names the expected body in the error."""
+    body = json_body(raw)
+    if not isinstance(body, dict):
+        raise RejectedPayload(f"{what} is a JSON object")
+    return body

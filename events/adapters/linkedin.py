@@ -27,7 +27,6 @@ even if LinkedIn numbered their notifications differently.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -40,6 +39,7 @@ from events.adapters.base import (
     epoch_to_datetime,
     finish,
     id_str,
+    json_object,
     require,
 )
 from events.envelope import RawEnvelope
@@ -171,12 +171,7 @@ def normalize(
     workspace: WorkspaceConfig, envelope: RawEnvelope, raw: RawPointer | None = None
 ) -> AdapterResult:
     """All interactions in one organization social action delivery."""
-    try:
-        body = json.loads(envelope.body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RejectedPayload(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RejectedPayload("a LinkedIn notification body is a JSON object")
+    body = json_object(envelope.body, "a LinkedIn notification body")
     if "notifications" in body:
         items = body["notifications"]
         if not isinstance(items, list):

@@ -17,14 +17,13 @@ What a `status.created` status becomes:
 
 Event time is the status's own `created_at` (ISO 8601), never the envelope's `created_at` (when
 the webhook fired). A Status does not name its thread's root, so `conversation_id` stays unknown
-unless the body carries one (the projection then groups turns by time). The object key is the status id (`status:<id>`), so the 16 retries
-collapse.
+unless the body carries one (the projection then groups turns by time). The object key is the
+status id (`status:<id>`), so the 16 retries collapse.
 """
 
 from __future__ import annotations
 
 import html
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +37,7 @@ from events.adapters.base import (
     RejectedPayload,
     finish,
     id_str,
+    json_object,
     require,
 )
 from events.envelope import RawEnvelope
@@ -178,12 +178,7 @@ def normalize(
     workspace: WorkspaceConfig, envelope: RawEnvelope, raw: RawPointer | None = None
 ) -> AdapterResult:
     """The interaction (if any) in one Mastodon webhook delivery."""
-    try:
-        body = json.loads(envelope.body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RejectedPayload(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RejectedPayload("a Mastodon webhook body is a JSON object")
+    body = json_object(envelope.body, "a Mastodon webhook body")
     event = require(body, "event", "Mastodon webhook")
     if not isinstance(event, str):
         raise RejectedPayload(f"event must be a string, got {event!r}")

@@ -64,7 +64,6 @@ Total for any JSON: every failure is a `RejectedPayload` with the path of what w
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -81,6 +80,7 @@ from events.adapters.base import (
     epoch_to_datetime,
     finish,
     id_str,
+    json_body,
     require,
 )
 from events.envelope import RawEnvelope
@@ -743,10 +743,7 @@ def normalize(
     workspace: WorkspaceConfig, envelope: RawEnvelope, raw: RawPointer | None = None
 ) -> AdapterResult:
     """All interactions in one Meta webhook delivery, one result per item."""
-    try:
-        body = json.loads(envelope.body)
-    except (ValueError, RecursionError) as exc:
-        raise RejectedPayload(f"body is not JSON: {exc}") from None
+    body = json_body(envelope.body)
     drafts: list[Draft] = []
     skipped: list[NotAnInteraction] = []
     for item in _items(body):

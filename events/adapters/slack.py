@@ -35,7 +35,6 @@ dispatches collapse. The team id is left out: a Slack Connect channel keeps its 
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from typing import Any
@@ -50,6 +49,7 @@ from events.adapters.base import (
     epoch_to_datetime,
     finish,
     id_str,
+    json_object,
     require,
 )
 from events.envelope import RawEnvelope
@@ -224,12 +224,7 @@ def normalize(
     workspace: WorkspaceConfig, envelope: RawEnvelope, raw: RawPointer | None = None
 ) -> AdapterResult:
     """The interaction (if any) in one Events API delivery."""
-    try:
-        body = json.loads(envelope.body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RejectedPayload(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RejectedPayload("a Slack Events API body is a JSON object")
+    body = json_object(envelope.body, "a Slack Events API body")
     kind = require(body, "type", "Slack body")
     if kind == "url_verification":
         return AdapterResult(skipped=(NotAnInteraction("slack.url_verification"),))

@@ -31,7 +31,6 @@ the body has it, else unknown (the projection then groups turns by time).
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -45,6 +44,7 @@ from events.adapters.base import (
     epoch_to_datetime,
     finish,
     id_str,
+    json_object,
     require,
 )
 from events.envelope import RawEnvelope
@@ -346,12 +346,7 @@ def normalize(
     workspace: WorkspaceConfig, envelope: RawEnvelope, raw: RawPointer | None = None
 ) -> AdapterResult:
     """All interactions in one Account Activity delivery."""
-    try:
-        body = json.loads(envelope.body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RejectedPayload(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RejectedPayload("an Account Activity body is a JSON object")
+    body = json_object(envelope.body, "an Account Activity body")
     if not any(key in body for key in (*EVENT_ARRAYS, *NON_INTERACTIONS)):
         raise RejectedPayload(
             "no Account Activity event array found (keys: " + ", ".join(sorted(body)[:10]) + ")"

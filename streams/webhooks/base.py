@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -137,3 +137,45 @@ def parse_timestamp(value: str | None, name: str, now: float, window_s: float) -
 
 def no_secret(key: str) -> Verdict:
     return Verdict.refuse(f"no {key} configured for this workspace")
+
+
+def verify_header_signature(
+    workspace: WorkspaceConfig,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    header: str,
+    secret_key: str,
+    sign: Callable[[str, bytes], str],
+    canonical: Callable[[bytes], bytes] = lambda presented: presented,
+) -> Verdict:
+    """The common check: one header holds `sign(secret, body)` for one of the active secrets.
+
+    `canonical` normalises what was presented (case, an optional prefix) before the
+    constant-time comparison against every secret's expected value.
+    """
+    value = headers.get(header)
+    if not value:
+        return Verdict.refuse(f"missing {header} header")
+    secrets = workspace.secrets_for(secret_key)
+    if not secrets:
+        return no_secret(secret_key)
+    presented = ascii_bytes(value)
+    expected = (sign(secret, body).encode() for secret in secrets)
+    if presented is None or not any_matches(expected, canonical(presented)):
+        return Verdict.refuse("signature does not match")
+    return Verdict.accept()
+
+
+class NoHandshakes:
+    """For protocols without a verification handshake (GET or POST)."""
+
+    def handshake(
+        self, workspace: WorkspaceConfig, query: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Reply | None:
+        return None
+
+    def post_handshake(
+        self, workspace: WorkspaceConfig, headers: Mapping[str, str], body: bytes
+    ) -> Reply | None:
+        return None

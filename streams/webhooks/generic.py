@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from rapport.workspaces import WorkspaceConfig
 from streams.webhooks.base import (
-    Reply,
+    NoHandshakes,
     Verdict,
     any_matches,
     ascii_bytes,
@@ -56,13 +56,8 @@ def sign(secret: str | bytes, msg_id: str, timestamp: str, body: bytes) -> str:
     return "v1," + b64(hmac_sha256(key, f"{msg_id}.{timestamp}.".encode() + body))
 
 
-class GenericProtocol:
+class GenericProtocol(NoHandshakes):
     name = "generic"
-
-    def handshake(
-        self, workspace: WorkspaceConfig, query: Mapping[str, str], headers: Mapping[str, str]
-    ) -> Reply | None:
-        return None
 
     def verify(
         self, workspace: WorkspaceConfig, headers: Mapping[str, str], body: bytes, now: float
@@ -98,11 +93,6 @@ class GenericProtocol:
         if not found:
             return Verdict.refuse("signature does not match")
         return Verdict.accept()
-
-    def post_handshake(
-        self, workspace: WorkspaceConfig, headers: Mapping[str, str], body: bytes
-    ) -> Reply | None:
-        return None
 
 
 PROTOCOL = GenericProtocol()

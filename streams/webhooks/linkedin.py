@@ -14,10 +14,8 @@ from rapport.workspaces import WorkspaceConfig
 from streams.webhooks.base import (
     Reply,
     Verdict,
-    any_matches,
-    ascii_bytes,
     hex_hmac_sha256,
-    no_secret,
+    verify_header_signature,
 )
 
 SECRET_KEY = "linkedin_client_secret"
@@ -31,6 +29,12 @@ def challenge_response(secret: str, challenge_code: str) -> str:
 
 def signature(secret: str, body: bytes) -> str:
     return hex_hmac_sha256(secret, body)
+
+
+def _without_prefix(presented: bytes) -> bytes:
+    """Bare hex or `hmacsha256=` + hex (both appear in LinkedIn's documentation)."""
+    presented = presented.lower()
+    return presented[len(PREFIX) :] if presented.startswith(PREFIX) else presented
 
 
 class LinkedInProtocol:
@@ -52,22 +56,10 @@ class LinkedInProtocol:
     def verify(
         self, workspace: WorkspaceConfig, headers: Mapping[str, str], body: bytes, now: float
     ) -> Verdict:
-        value = headers.get(SIGNATURE_HEADER)
-        if not value:
-            return Verdict.refuse(f"missing {SIGNATURE_HEADER} header")
-        secrets = workspace.secrets_for(SECRET_KEY)
-        if not secrets:
-            return no_secret(SECRET_KEY)
-        presented = ascii_bytes(value)
-        if presented is None:
-            return Verdict.refuse("signature does not match")
-        presented = presented.lower()
-        if presented.startswith(PREFIX):
-            presented = presented[len(PREFIX) :]
-        expected = (signature(s, body).encode() for s in secrets)
-        if not any_matches(expected, presented):
-            return Verdict.refuse("signature does not match")
-        return Verdict.accept()
+        return verify_header_signature(
+            workspace, headers, body, header=SIGNATURE_HEADER, secret_key=SECRET_KEY,
+            sign=signature, canonical=_without_prefix,
+        )  # fmt: skip
 
     def post_handshake(
         self, workspace: WorkspaceConfig, headers: Mapping[str, str], body: bytes

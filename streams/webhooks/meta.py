@@ -15,9 +15,8 @@ from streams.webhooks.base import (
     Reply,
     Verdict,
     any_matches,
-    ascii_bytes,
     hex_hmac_sha256,
-    no_secret,
+    verify_header_signature,
 )
 
 SECRET_KEY = "meta_app_secret"
@@ -54,17 +53,10 @@ class MetaProtocol:
     def verify(
         self, workspace: WorkspaceConfig, headers: Mapping[str, str], body: bytes, now: float
     ) -> Verdict:
-        value = headers.get(SIGNATURE_HEADER)
-        if not value:
-            return Verdict.refuse(f"missing {SIGNATURE_HEADER} header")
-        secrets = workspace.secrets_for(SECRET_KEY)
-        if not secrets:
-            return no_secret(SECRET_KEY)
-        presented = ascii_bytes(value)
-        expected = (signature(s, body).encode() for s in secrets)
-        if presented is None or not any_matches(expected, presented.lower()):
-            return Verdict.refuse("signature does not match")
-        return Verdict.accept()
+        return verify_header_signature(
+            workspace, headers, body, header=SIGNATURE_HEADER, secret_key=SECRET_KEY,
+            sign=signature, canonical=bytes.lower,
+        )  # fmt: skip
 
     def post_handshake(
         self, workspace: WorkspaceConfig, headers: Mapping[str, str], body: bytes

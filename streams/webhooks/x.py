@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rapport.workspaces import WorkspaceConfig
-from streams.webhooks.base import Reply, Verdict, any_matches, ascii_bytes, b64, hmac_sha256
+from streams.webhooks.base import Reply, Verdict, b64, hmac_sha256, verify_header_signature
 
 SECRET_KEY = "x_consumer_secret"
 SIGNATURE_HEADER = "x-twitter-webhooks-signature"
@@ -41,17 +41,10 @@ class XProtocol:
     def verify(
         self, workspace: WorkspaceConfig, headers: Mapping[str, str], body: bytes, now: float
     ) -> Verdict:
-        presented = headers.get(SIGNATURE_HEADER)
-        if not presented:
-            return Verdict.refuse(f"missing {SIGNATURE_HEADER} header")
-        secrets = workspace.secrets_for(SECRET_KEY)
-        if not secrets:
-            return Verdict.refuse("no x_consumer_secret configured for this workspace")
-        expected = (signature(s, body).encode() for s in secrets)
-        candidate = ascii_bytes(presented)
-        if candidate is None or not any_matches(expected, candidate):
-            return Verdict.refuse("signature does not match")
-        return Verdict.accept()
+        return verify_header_signature(
+            workspace, headers, body, header=SIGNATURE_HEADER, secret_key=SECRET_KEY,
+            sign=signature, canonical=lambda presented: presented,
+        )  # fmt: skip
 
     def post_handshake(
         self, workspace: WorkspaceConfig, headers: Mapping[str, str], body: bytes
