@@ -22,21 +22,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiokafka import AIOKafkaConsumer  # noqa: E402
+from aiokafka import AIOKafkaConsumer
 
-from bench.common import private_broker, rate  # noqa: E402
-from events.models import Interaction  # noqa: E402
-from projections.store import WorkerQueryClient  # noqa: E402
-from rapport.process import read_pid, spawn, stop_pid_file  # noqa: E402
-from rapport.stack import settings_env  # noqa: E402
-from streams.eventlog import append_events  # noqa: E402
-from streams.topics import ensure_topics  # noqa: E402
-from tests.datasets import collegemsg_interactions  # noqa: E402
+from bench.common import private_broker, rate
+from events.models import Interaction
+from projections.store import WorkerQueryClient
+from rapport.process import read_pid, spawn, stop_pid_file
+from rapport.stack import settings_env
+from streams.eventlog import append_events
+from streams.topics import ensure_topics
+from tests.datasets import collegemsg_interactions
 
 
 def top_users(n: int) -> set[str]:
     counts: Counter[str] = Counter()
-    for line in (Path(__file__).resolve().parent.parent / "data/snap_collegemsg/CollegeMsg.txt").open():
+    for line in (
+        Path(__file__).resolve().parent.parent / "data/snap_collegemsg/CollegeMsg.txt"
+    ).open():
         a, b, _ = line.split()
         counts[a] += 1
         counts[b] += 1
@@ -117,7 +119,8 @@ def main() -> None:
         finally:
             stop_pid_file(pid_file, timeout_s=60)
         full = done - (first or started)
-        print(f"rapport worker: {rate(len(data), full)} (first row after {(first or done) - started:.1f} s of start-up)")
+        startup = (first or done) - started
+        print(f"rapport worker: {rate(len(data), full)} (first row after {startup:.1f} s start-up)")
         print(f"ratio worker/bare: {bare / full:.3f}")
         print(f"relationships: {len(relationships):,}; workspaces: {len(workspaces)}")
 

@@ -76,7 +76,11 @@ def test_contact_times_and_latencies_by_hand() -> None:
     assert v["first_contact_at"] == ms(T0) and v["last_contact_at"] == ms(T0 + 6 * H)
     assert v["last_inbound_at"] == ms(T0 + 6 * H) and v["last_outbound_at"] == ms(T0 + 4 * H)
     assert v["interactions"] == 6
-    assert (v["our_replies"], v["our_latency_p50_s"], v["our_latency_p90_s"]) == (1, 10800.0, 10800.0)
+    assert (v["our_replies"], v["our_latency_p50_s"], v["our_latency_p90_s"]) == (
+        1,
+        10800.0,
+        10800.0,
+    )
     assert (v["their_replies"], v["their_latency_p50_s"]) == (1, 7200.0)
     assert v["awaiting_reply_since"] == ms(T0 + 5 * H)
 
@@ -120,9 +124,10 @@ def test_ask_only_looks_at_the_trailing_ninety_days() -> None:
     old_give = interaction(1, "a", False, T0, kind=Kind.SHARE)
     recent_ask = interaction(2, "a", False, T0 + 100 * D, intent=Intent.ASK)
     assert view([old_give, recent_ask])["ask_only"] is True
-    assert view([old_give, interaction(3, "a", False, T0 + 80 * D, intent=Intent.ASK)])[
-        "ask_only"
-    ] is False
+    assert (
+        view([old_give, interaction(3, "a", False, T0 + 80 * D, intent=Intent.ASK)])["ask_only"]
+        is False
+    )
 
 
 def test_strength_decays_with_the_half_life_and_is_valid_at_the_last_event() -> None:
