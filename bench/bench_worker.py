@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -28,6 +31,7 @@ from bench.common import private_broker, rate
 from events.models import Interaction
 from projections.store import WorkerQueryClient
 from rapport.process import read_pid, spawn, stop_pid_file
+from rapport.settings import Settings
 from rapport.stack import settings_env
 from streams.eventlog import append_events
 from streams.topics import ensure_topics
@@ -76,6 +80,33 @@ async def bare_loop(bootstrap: str, topic: str, expected: int) -> float:
         await consumer.stop()
 
 
+def faust_floor(settings: Settings, count: int) -> dict[str, float]:
+    """Events/s of a do-nothing Faust agent over the same topic (and with one re-produce)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin.create_topics([NewTopic(f"{settings.topic_events}.floor", settings.partitions, 1)])
+    admin.close()
+    out: dict[str, float] = {}
+    for mode in ("batch", "forward"):
+        env = dict(
+            os.environ, FLOOR_BOOTSTRAP=settings.kafka_bootstrap, FLOOR_TOPIC=settings.topic_events,
+            FLOOR_EVENTS=str(count), FLOOR_MODE=mode,
+        )  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("faust_floor_app.py")), "worker",
+             "-l", "warn"],
+            capture_output=True, text=True, env=env, timeout=600, check=False,
+        )  # fmt: skip
+        # Faust's worker routes print() through its logger, so look in both streams.
+        found = re.findall(rf"\b{mode}: (\d+)", done.stdout + done.stderr)
+        if not found:
+            raise SystemExit(f"faust floor ({mode}) failed:\n{done.stderr[-2000:]}")
+        out[mode] = float(found[-1])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
@@ -93,6 +124,9 @@ def main() -> None:
 
         bare = asyncio.run(bare_loop(settings.kafka_bootstrap, settings.topic_events, len(data)))
         print(f"bare aiokafka loop: {rate(len(data), bare)}", flush=True)
+        floors = faust_floor(settings, len(data))
+        for mode, value in floors.items():
+            print(f"faust floor ({mode}): {value:,.0f}/s", flush=True)
 
         pid_file = root / "worker.pid"
         started = time.perf_counter()
@@ -122,6 +156,8 @@ def main() -> None:
         startup = (first or done) - started
         print(f"rapport worker: {rate(len(data), full)} (first row after {startup:.1f} s start-up)")
         print(f"ratio worker/bare: {bare / full:.3f}")
+        for mode, value in floors.items():
+            print(f"ratio worker/faust floor ({mode}): {len(data) / full / value:.3f}")
         print(f"relationships: {len(relationships):,}; workspaces: {len(workspaces)}")
 
 
