@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from events.models import Interaction, parse_event
@@ -79,6 +79,26 @@ def interaction_row_from_json(data: bytes, contact_id: str) -> tuple[Any, ...] |
 
 def _iso(text: str) -> datetime:
     return datetime.fromisoformat(text)
+
+
+DAY_MS = 86_400_000
+
+
+def relationship_day(view: dict[str, Any]) -> int | None:
+    """The UTC day number of a relationship view's last event (its `relationships_daily` key)."""
+    last: int | None = view["last_contact_at"]
+    return None if last is None else last // DAY_MS
+
+
+def relationship_daily_row(view: dict[str, Any], updated_at: datetime) -> tuple[Any, ...] | None:
+    """A row of `relationships_daily`: the day of the last event, then the relationship row."""
+    day = relationship_day(view)
+    if day is None:
+        return None
+    return (date.fromordinal(_EPOCH_ORDINAL + day), *relationship_row(view, updated_at))
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def relationship_row(view: dict[str, Any], updated_at: datetime) -> tuple[Any, ...]:

@@ -1,4 +1,4 @@
-"""ClickHouse tables of database `rapport`; created idempotently at start."""
+"""Column orders of the ClickHouse tables of database `rapport` (the DDL is in migrations/)."""
 
 from __future__ import annotations
 
@@ -52,91 +52,20 @@ DEAD_LETTER_COLUMNS = (
 )
 
 
+RELATIONSHIP_DAILY_COLUMNS = ("day", *RELATIONSHIP_COLUMNS)
+
+TABLES = (
+    "interactions",
+    "relationships",
+    "relationships_daily",
+    "workspace_daily",
+    "dead_letters",
+    "schema_migrations",
+)
+
+
 def ddl(database: str) -> list[str]:
-    """Statements that create every table; each is safe to run again."""
-    ts = "DateTime64(3, 'UTC')"
-    return [
-        f"CREATE DATABASE IF NOT EXISTS {database}",
-        f"""
-        CREATE TABLE IF NOT EXISTS {database}.interactions (
-            event_id String,
-            workspace LowCardinality(String),
-            contact_id String,
-            platform LowCardinality(String),
-            kind LowCardinality(String),
-            direction LowCardinality(String),
-            intent LowCardinality(String),
-            actor_id String,
-            subject_id String,
-            account_id String,
-            member LowCardinality(String),
-            occurred_at {ts},
-            received_at {ts},
-            conversation_id String,
-            object_id String,
-            in_reply_to String,
-            raw_partition Int32,
-            raw_offset Int64,
-            schema_version UInt16
-        ) ENGINE = ReplacingMergeTree
-        PARTITION BY toYYYYMM(occurred_at)
-        ORDER BY (workspace, contact_id, occurred_at, event_id)
-        SETTINGS non_replicated_deduplication_window = 1000
-        """,
-        f"""
-        CREATE TABLE IF NOT EXISTS {database}.relationships (
-            workspace LowCardinality(String),
-            contact_id String,
-            first_contact_at Nullable({ts}),
-            last_contact_at Nullable({ts}),
-            last_inbound_at Nullable({ts}),
-            last_outbound_at Nullable({ts}),
-            last_platform LowCardinality(String),
-            interactions UInt64,
-            our_replies UInt32,
-            our_latency_p50_s Nullable(Float64),
-            our_latency_p90_s Nullable(Float64),
-            awaiting_reply_since Nullable({ts}),
-            their_replies UInt32,
-            their_latency_p50_s Nullable(Float64),
-            their_latency_p90_s Nullable(Float64),
-            gives_out Float64,
-            asks_out Float64,
-            gives_in Float64,
-            asks_in Float64,
-            balance Float64,
-            reciprocity Nullable(Float64),
-            ask_only Bool,
-            strength Float64,
-            strength_at Nullable({ts}),
-            typical_gap_days Nullable(Float64),
-            touch_due_at Nullable({ts}),
-            qualified_conversations UInt32,
-            qualified_at Array({ts}),
-            stage LowCardinality(String),
-            platforms Array(LowCardinality(String)),
-            platform_moves UInt32,
-            members Array(LowCardinality(String)),
-            late_events UInt32,
-            policy_version LowCardinality(String),
-            revision UInt64,
-            updated_at {ts}
-        ) ENGINE = ReplacingMergeTree(revision)
-        ORDER BY (workspace, contact_id)
-        SETTINGS non_replicated_deduplication_window = 1000
-        """,
-        f"""
-        CREATE TABLE IF NOT EXISTS {database}.dead_letters (
-            workspace LowCardinality(String),
-            source LowCardinality(String),
-            reason String,
-            received_at {ts},
-            failed_at {ts},
-            raw_partition Int32,
-            raw_offset Int64,
-            body String
-        ) ENGINE = ReplacingMergeTree
-        ORDER BY (workspace, raw_partition, raw_offset)
-        SETTINGS non_replicated_deduplication_window = 1000
-        """,
-    ]
+    """Every statement of every migration, in order (`projections.migrations` owns the schema)."""
+    from projections.migrations import statements
+
+    return statements(database)

@@ -13,12 +13,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlunparse
+from uuid import UUID
 
-from projections.schema import ddl
+from projections import migrations
 
 READ_ONLY_SQL = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS|EXPLAIN)\b", re.IGNORECASE)
 
@@ -58,6 +60,60 @@ def is_embedded(url: str) -> bool:
     return urlparse(url).scheme == "chdb"
 
 
+def server_dsn(url: str) -> str:
+    """An http(s) DSN without its database path: clickhouse-connect requires a database named in
+    the DSN to exist, and the migrations create it. Every statement names its database."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        return url
+    return urlunparse(parsed._replace(path=""))
+
+
+def redact(url: str) -> str:
+    """A DSN fit for logs and error messages: the password replaced."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+    return urlunparse(parsed._replace(netloc=netloc))
+
+
+# ClickHouse column types -> Arrow types, for the sink's Arrow inserts (see ClickHouseStore.insert).
+_ARROW_SCALARS = {
+    "String": "string",
+    "Bool": "bool_",
+    "UInt8": "uint8",
+    "UInt16": "uint16",
+    "UInt32": "uint32",
+    "UInt64": "uint64",
+    "Int8": "int8",
+    "Int16": "int16",
+    "Int32": "int32",
+    "Int64": "int64",
+    "Float32": "float32",
+    "Float64": "float64",
+    "Date": "date32",
+}
+_WRAPPER = re.compile(r"^(Nullable|LowCardinality|Array)\((.*)\)$")
+_DATETIME64 = re.compile(r"^DateTime64\(3(?:,\s*'UTC')?\)$")
+
+
+def arrow_type(ch_type: str) -> Any:
+    """The Arrow type that ClickHouse reads into `ch_type`, or None when there is none here."""
+    import pyarrow as pa
+
+    wrapped = _WRAPPER.match(ch_type)
+    if wrapped:
+        inner = arrow_type(wrapped.group(2))
+        if inner is None or wrapped.group(1) != "Array":
+            return inner
+        return pa.list_(inner)
+    if _DATETIME64.match(ch_type):
+        return pa.timestamp("ms", tz="UTC")
+    name = _ARROW_SCALARS.get(ch_type)
+    return None if name is None else getattr(pa, name)()
+
+
 class ClickHouseStore:
     """One clickhouse-connect client; not thread safe, so callers use one thread at a time."""
 
@@ -66,29 +122,71 @@ class ClickHouseStore:
 
         self.url = resolve_dsn(url)
         self.database = database
+        self._arrow_schemas: dict[tuple[str, tuple[str, ...]], Any] = {}
         if is_embedded(self.url) and self.url != "chdb://memory":
             Path(self.url[len("chdb://") :]).mkdir(parents=True, exist_ok=True)
         try:
-            self.client = clickhouse_connect.get_client(dsn=self.url)
+            self.client = clickhouse_connect.get_client(dsn=server_dsn(self.url))
         except Exception as exc:
-            raise StoreUnavailable(f"cannot open ClickHouse at {self.url}: {exc}") from exc
+            raise StoreUnavailable(f"cannot open ClickHouse at {redact(self.url)}: {exc}") from exc
 
-    def migrate(self) -> None:
-        for statement in ddl(self.database):
-            self.client.command(statement)
+    def migrate(self) -> list[int]:
+        """Apply the schema migrations that have not run; returns their versions."""
+        return [m.version for m in migrations.apply(self.client, self.database)]
 
     def insert(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], token: str | None
     ) -> None:
-        """Insert synchronously; a retried batch with the same token lands once."""
+        """Insert synchronously (async_insert=0, whatever the server's default); a retried batch
+        with the same token lands once (`non_replicated_deduplication_window` on every table).
+
+        Rows go as one Arrow table, built column-wise from the tuples: several times faster than
+        the row-wise Native encoding of `client.insert`, and the same request for the embedded
+        engine and a server. Column types come from the table itself (DESCRIBE, once).
+        """
         if not rows:
             return
         settings: dict[str, Any] = {"async_insert": 0}
         if token:
             settings["insert_deduplication_token"] = token
-        self.client.insert(
-            f"{self.database}.{table}", list(rows), column_names=list(columns), settings=settings
+        schema = self._arrow_schema(table, tuple(columns))
+        if schema is None:
+            self.client.insert(
+                f"{self.database}.{table}",
+                list(rows),
+                column_names=list(columns),
+                settings=settings,
+            )
+            return
+        import pyarrow as pa
+
+        arrays = [
+            pa.array(values, type=field.type)
+            for values, field in zip(zip(*rows, strict=True), schema, strict=True)
+        ]
+        self.client.insert_arrow(
+            f"{self.database}.{table}",
+            pa.Table.from_arrays(arrays, schema=schema),
+            settings=settings,
         )
+
+    def _arrow_schema(self, table: str, columns: tuple[str, ...]) -> Any:
+        key = (table, columns)
+        if key not in self._arrow_schemas:
+            import pyarrow as pa
+
+            described = self.client.query(f"DESCRIBE TABLE {self.database}.{table}")
+            types = {str(row[0]): str(row[1]) for row in described.result_rows}
+            fields = [(name, arrow_type(types.get(name, ""))) for name in columns]
+            self._arrow_schemas[key] = (
+                None if any(t is None for _, t in fields) else pa.schema(fields)
+            )
+        return self._arrow_schemas[key]
+
+    def command(self, sql: str) -> str:
+        """Run one statement (DDL, ALTER); its text answer, if any."""
+        result = self.client.command(sql, settings={"async_insert": 0, "mutations_sync": 2})
+        return "" if result is None else str(result)
 
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> QueryResult:
         result = self.client.query(sql, parameters=dict(parameters or {}))
@@ -99,8 +197,10 @@ class ClickHouseStore:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
+    if isinstance(value, (datetime, date)):
         return value.isoformat()
+    if isinstance(value, (Decimal, UUID)):
+        return str(value)
     if isinstance(value, (bytes, bytearray)):
         return value.decode(errors="replace")
     if isinstance(value, (list, tuple)):

@@ -44,9 +44,20 @@ class Settings(BaseSettings):
     worker_store: str = "memory://"
     project_batch_rows: int = Field(2000, ge=1, description="events folded per table write")
     project_flush_s: float = Field(0.2, gt=0)
-    sink_batch_rows: int = Field(1000, ge=1)
+    sink_batch_rows: int = Field(
+        50_000, ge=1, description="a sink batch is flushed at this many rows or after sink_flush_s"
+    )
     sink_flush_s: float = Field(1.0, gt=0)
     sink_retry_max_s: float = Field(30.0, gt=0)
+    worker_admin_sql: bool = Field(
+        False, description="serve POST /admin/sql on the worker (tests of ClickHouse failures)"
+    )
+    projection_version: int = Field(
+        0,
+        ge=0,
+        description="projection version the worker runs (docs/replay.md); 0: the one `rapport "
+        "replay --swap` recorded under home, else 1",
+    )
 
     @property
     def log_dir(self) -> Path:

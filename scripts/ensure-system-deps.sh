@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Java 17+ and Maven run the local Apache Kafka broker; Python 3.11+ runs Rapport.
+# Java 17+ and Maven run the local Apache Kafka broker; Python 3.11+ runs Rapport; headless
+# Chromium photographs the HTML report in the tests.
 # Installs what is missing with apt-get when we are root on Debian/Ubuntu, else says what to do.
 set -euo pipefail
 
@@ -11,13 +12,17 @@ if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; 
   echo "error: Python 3.11 or newer is required (found: $(python3 --version 2>&1))" >&2; exit 1
 fi
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then need+=(python3-venv); fi
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  need+=(chromium)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${need[*]} with apt-get"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "error: please install: ${need[*]} (Java 17+ and Maven run the local Kafka broker)" >&2
+    echo "error: please install: ${need[*]} (Java 17+ and Maven run the local Kafka broker;" \
+      "Chromium renders the HTML report in the tests)" >&2
     exit 1
   fi
 fi

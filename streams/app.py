@@ -38,15 +38,33 @@ from events.models import (
     dump_event,
     parse_event,
 )
-from projections import relationship
 from projections.policy import Policy, policy_for
-from projections.relationship import RelationshipState, relationship_key, view_row
-from projections.rows import interaction_row_from_json, relationship_row
-from projections.schema import DEAD_LETTER_COLUMNS, INTERACTION_COLUMNS, RELATIONSHIP_COLUMNS
+from projections.relationship import (
+    RelationshipState,
+    apply_all,
+    relationship_key,
+    touch_from_doc,
+    touch_of,
+    view_row,
+)
+from projections.rows import (
+    interaction_row_from_json,
+    relationship_daily_row,
+    relationship_day,
+    relationship_row,
+)
+from projections.schema import (
+    DEAD_LETTER_COLUMNS,
+    INTERACTION_COLUMNS,
+    RELATIONSHIP_COLUMNS,
+    RELATIONSHIP_DAILY_COLUMNS,
+)
 from projections.store import READ_ONLY_SQL, encode_result
+from projections.tally import Touch
 from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
 from streams.keys import NO_CONTACT, event_key, split_key
+from streams.replay_sink import register_replay
 from streams.sink import ClickHouseSink, batch_token
 
 log = logging.getLogger("rapport.worker")
@@ -215,28 +233,38 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         async for batch in _batches(stream).take_events(
             settings.project_batch_rows, settings.project_flush_s
         ):
-            touched: dict[bytes, faust.EventT[bytes]] = {}
+            pending: dict[bytes, list[tuple[Touch, faust.EventT[bytes]]]] = {}
             for event in batch:
                 try:
-                    key = await _project_one(event)
+                    found = await _touch_of(event)
                 except Exception as exc:
                     await quarantine("project", event, exc)
                     continue
-                if key is not None:
-                    touched[key] = event
-            for key, last in touched.items():
-                state = live[key]
-                with as_current(last):
+                if found is not None:
+                    pending.setdefault(found[0], []).append((found[1], event))
+            for key, items in pending.items():
+                workspace, contact = split_key(key)
+                rules = policy(workspace)
+                try:
+                    state = _state(key) or RelationshipState(
+                        workspace=workspace, contact_id=contact
+                    )
+                    state = apply_all(state, (touch for touch, _ in items), rules)
+                except Exception as exc:
+                    for _, event in items:
+                        await quarantine("project", event, exc)
+                    continue
+                live[key] = state
+                with as_current(items[-1][1]):
                     relationships[key] = state.to_dict()
                 # Always emitted, changed or not: an earlier emission may not have landed.
-                rules = policy(state.workspace)
                 await produce(
                     settings.topic_relationships, key, json.dumps(view_row(state, rules)).encode()
                 )
             yield None
 
-    async def _project_one(event: faust.EventT[bytes]) -> bytes | None:
-        """Apply one event; returns the relationship key it changed, if any."""
+    async def _touch_of(event: faust.EventT[bytes]) -> tuple[bytes, Touch] | None:
+        """(relationship key, touch) of one event, or None if it folds into nothing here."""
         key = cast(bytes, event.key)
         workspace, name = split_key(key)
         if event.message.topic == settings.topic_events:
@@ -255,15 +283,14 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
                 target = relationship_key(workspace, contact).encode()
                 await produce(settings.topic_relationship_events, target, event.value)
                 return None
-        else:
-            contact = name
-        parsed = parse_event(event.value)
-        if not isinstance(parsed, Interaction) or parsed.contact is None:
-            return None
-        if not parsed.direction.counts:
-            return None
-        live[key] = relationship.apply(_state(key), parsed, policy(workspace), contact)
-        return key
+        doc = json.loads(event.value)
+        if doc.get("type") == "interaction" and doc.get("schema_version") == 1:
+            touch = touch_from_doc(doc)
+        else:  # an older stored version: upcast and validate
+            parsed = parse_event(event.value)
+            counts = isinstance(parsed, Interaction) and parsed.contact and parsed.direction.counts
+            touch = touch_of(parsed) if counts and isinstance(parsed, Interaction) else None
+        return None if touch is None else (key, touch)
 
     @app.agent(events_topic)
     async def sink_interactions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -288,18 +315,33 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         async for batch in _batches(stream).take_events(
             settings.sink_batch_rows, settings.sink_flush_s
         ):
+            # Newest revision per relationship, and per relationship and day of its last event
+            # (the daily history keeps one row per day the relationship changed).
             latest: dict[bytes, dict[str, Any]] = {}
+            daily: dict[tuple[bytes, int], dict[str, Any]] = {}
             for ev in batch:
                 view = json.loads(ev.value)
                 key = cast(bytes, ev.key)
                 seen = latest.get(key)
                 if seen is None or view["revision"] >= seen["revision"]:
                     latest[key] = view
+                day = relationship_day(view)
+                if day is not None:
+                    seen = daily.get((key, day))
+                    if seen is None or view["revision"] >= seen["revision"]:
+                        daily[(key, day)] = view
             now = datetime.now(UTC)
             rows = [relationship_row(v, now) for v in latest.values()]
+            day_rows = [r for v in daily.values() if (r := relationship_daily_row(v, now))]
             offsets = [(e.message.topic, e.message.partition, e.message.offset) for e in batch]
             await sink.flush(
                 "relationships", RELATIONSHIP_COLUMNS, rows, batch_token("relationships", offsets)
+            )
+            await sink.flush(
+                "relationships_daily",
+                RELATIONSHIP_DAILY_COLUMNS,
+                day_rows,
+                batch_token("relationships_daily", offsets),
             )
             yield None
 
@@ -365,6 +407,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             return self.bytes(encode_result(result), content_type="application/json")
 
     app.page("/query")(QueryView)
+    register_replay(app, settings, sink)  # versioned tables from `rapport replay` (issue 7)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_clickhouse(sender: faust.App, **kwargs: Any) -> None:

@@ -153,7 +153,10 @@ class Producer:
             while pending and (pending[0][0] <= now or pending[0][1].done()):
                 _, future, producer = pending.popleft()
                 if not future.done():
-                    self._retire(producer, TimeoutError("no broker ack within produce_timeout_s"))
+                    late = TimeoutError("no broker ack within produce_timeout_s")
+                    self._retire(producer, late)  # fails every record it holds
+                    if not future.done():  # in case aiokafka's internals ever move
+                        future.set_exception(late)
 
     def _retire(self, producer: AIOKafkaProducer, cause: BaseException) -> None:
         """Drop everything `producer` still holds and replace it (see the module docstring)."""

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from rapport.cli import deadletters, identities, kafka, normalize, read, stack
+from rapport.cli import (
+    deadletters,
+    identities,
+    importer,
+    kafka,
+    migrate,
+    normalize,
+    read,
+    replay,
+    stack,
+)
 
 app = typer.Typer(
     name="rapport",
@@ -19,6 +29,9 @@ app.add_typer(deadletters.app, name="deadletters")
 stack.register(app)
 read.register(app)
 normalize.register(app)
+migrate.register(app)
+replay.register(app)
+importer.register(app)
 
 
 def main() -> None:

@@ -81,11 +81,16 @@ def register(app: typer.Typer) -> None:
 
         from streams.app import create_app
         from streams.topics import ensure_topics
+        from streams.versions import with_active_version
 
-        s = settings()
+        s = with_active_version(settings())  # the projection version's app id (docs/replay.md)
         registry = workspaces(s)
         ensure_topics(s)
         faust_app = create_app(s, registry)
+        if s.worker_admin_sql:
+            from streams.admin import register_admin_sql
+
+            register_admin_sql(faust_app, faust_app.rapport_sink)  # type: ignore[attr-defined]
         faust.Worker(faust_app, loglevel="INFO", quiet=True).execute_from_commandline()
 
     @app.command()

@@ -1,0 +1,253 @@
+"""The worker's side of a replay: versioned tables through the ClickHouse the worker owns.
+
+The embedded engine can be opened by one process, and the running worker owns it, so a replay
+never opens it while a worker runs. It sends its rows through Kafka instead (the replay topic,
+see `streams.replay_rows`), and this agent inserts them in batches through the worker's
+`ClickHouseSink` (retried until they land, offsets committed after). Small HTTP views do the rest:
+
+    POST /projections/prepare {version, build}  empty relationships_vN / interactions_vN
+    POST /projections/record {version, event, worker_id, detail}  log a build
+    POST /projections/swap {version}  make this worker's own version the one readers see
+    GET  /projections/versions  tables, their versions, and the build/activation log
+
+A worker of version N (settings.projection_version) makes N the active version when it starts,
+before its first partition assignment is handled and so before any of its sinks writes: tables
+are exchanged (`streams.versions.ensure_active`) while no worker writes to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar, cast
+
+import faust
+from faust.web import Request, Response, View
+
+from projections.store import ClickHouseStore
+from rapport.settings import Settings
+from streams import versions
+from streams.replay_rows import columns_of, decode_chunk, replay_topic
+from streams.sink import ClickHouseSink, batch_token
+
+log = logging.getLogger("rapport.replay")
+T = TypeVar("T")
+RECORDS_PER_INSERT = 32  # replay records (up to 256 KiB of rows each) per insert
+
+
+def make_changelogs_recoverable(app: faust.App) -> None:
+    """Make each table's changelog topic decode records the way the table writes them.
+
+    Two things keep a restarted worker from recovering the tables `streams.app` makes ("Error in
+    recovery" in its log, the tables left empty): their key serializer is set to "raw" after
+    `app.Table(...)` created the changelog topic with the default ("json"), and a changelog
+    topic whose value type is `dict` cannot decode (Faust calls `dict.from_data`). A worker of a
+    new projection version starts from the changelog the replay wrote, so each changelog topic
+    is made again here, before the app starts: the table's key serializer, and values decoded as
+    plain JSON.
+    """
+    for table in app.tables.values():
+        value_type = None if table.value_type is dict else table.value_type
+        current = table.changelog_topic
+        if current.key_serializer == table.key_serializer and current.value_type is value_type:
+            continue
+        table.changelog_topic = app.topic(
+            table._changelog_topic_name(),
+            schema=table.schema,
+            key_type=table.key_type,
+            value_type=value_type,
+            key_serializer=table.key_serializer,
+            value_serializer=table.value_serializer,
+            partitions=table.partitions,
+            retention=table.window.expires if table.window else None,
+            compacting=table._changelog_compacting,
+            deleting=table._changelog_deleting,
+            acks=False,
+            internal=True,
+            config=table.extra_topic_configs,
+            maxsize=131_072,
+            allow_empty=True,
+        )
+
+
+def declare_changelogs(app: faust.App, settings: Settings) -> None:
+    """Create the tables' changelog topics before the worker starts, if they are missing.
+
+    Faust creates them itself when a table starts, moments before the consumer group's first
+    assignment; when the broker's metadata has not caught up by then, the assignor ignores the
+    topic and the agent that owns the table crashes (`PartitionsMismatch ... 0 partitions`).
+    """
+    from streams.replay import ensure_compacted_topics
+
+    names = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+    try:
+        ensure_compacted_topics(settings, names, timeout_s=30.0)
+    except Exception as exc:  # the broker is away: Faust declares them when it can
+        log.warning("could not declare the changelog topics %s: %s", names, exc)
+
+
+def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) -> None:
+    """Add the replay sink agent, the /projections views and the start-up activation."""
+    make_changelogs_recoverable(app)
+    declare_changelogs(app, settings)
+    database = settings.clickhouse_database
+    own_version = settings.projection_version
+    builds: dict[str, str | None] = {}  # table -> build it was prepared for (cache)
+    activated = asyncio.Event()
+    outcome: dict[str, Any] = {}
+
+    async def on_store(fn: Callable[[ClickHouseStore], T]) -> T:
+        return await sink._run(fn)  # the sink's thread: the engine is not thread safe
+
+    async def accepts(table: str, build: str) -> bool:
+        if builds.get(table) != build:
+            builds[table] = await on_store(lambda store: versions.build_of(store, database, table))
+        return builds[table] == build
+
+    topic = app.topic(
+        replay_topic(settings), partitions=settings.partitions, key_type=bytes, value_type=bytes
+    )
+
+    async def sink_replay(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        batches = cast("faust.Stream[bytes]", stream).take_events(
+            RECORDS_PER_INSERT, settings.sink_flush_s
+        )
+        async for batch in batches:
+            tables: dict[str, tuple[list[tuple[Any, ...]], list[tuple[str, int, int]]]] = {}
+            for event in batch:
+                msg = event.message
+                try:
+                    chunk = decode_chunk(event.value)
+                except ValueError as exc:
+                    log.warning("replay record %s:%s dropped: %s", msg.partition, msg.offset, exc)
+                    continue
+                if not await accepts(chunk.table, chunk.build):
+                    log.warning(
+                        "replay record for %s (build %s) dropped: the table is not prepared for "
+                        "that build (a later build or a swap replaced it)",
+                        chunk.table,
+                        chunk.build,
+                    )
+                    continue
+                rows, offsets = tables.setdefault(chunk.table, ([], []))
+                rows.extend(tuple(r) for r in chunk.rows)
+                offsets.append((msg.topic, msg.partition, msg.offset))
+            for table, (rows, offsets) in tables.items():
+                await sink.flush(table, columns_of(table), rows, batch_token(table, offsets))
+                log.info("replay: %d rows into %s", len(rows), table)
+            yield None
+
+    app.agent(topic, name="rapport.replay_sink")(sink_replay)
+
+    async def activate() -> None:
+        """Make this worker's version the active one, retrying while ClickHouse is away."""
+        delay = 0.5
+        while True:
+            try:
+                outcome["previous"] = await on_store(
+                    lambda store: versions.ensure_active(
+                        store, database, own_version, settings.worker_id
+                    )
+                )
+                outcome["active"] = own_version
+                builds.clear()
+                log.info("projection version %d is active", own_version)
+                break
+            except versions.VersionError as exc:
+                outcome["error"] = str(exc)
+                log.error("%s", exc)
+                activated.set()
+                await app.crash(exc)
+                return
+            except Exception as exc:  # ClickHouse not reachable yet: the sinks wait too
+                log.warning("cannot activate projection version %d yet: %s", own_version, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, settings.sink_retry_max_s)
+        activated.set()
+
+    if own_version:
+        app.task(activate)
+
+        async def hold_until_active(sender: faust.App, assigned: Any, **kwargs: Any) -> None:
+            await activated.wait()  # no sink writes before the tables are exchanged
+
+        app.on_partitions_assigned.connect(hold_until_active)  # type: ignore[arg-type]
+
+    async def payload(request: Request) -> dict[str, Any]:
+        data = await request.json()
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        return data
+
+    class PrepareView(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                data = await payload(request)
+                version, build = int(data["version"]), str(data["build"])
+                made = await on_store(
+                    lambda store: versions.prepare(store, database, version, build)
+                )
+            except (ValueError, KeyError, TypeError, versions.VersionError) as exc:
+                return self.json({"error": str(exc)}, status=400)
+            builds.clear()
+            return self.json({"tables": made})
+
+    class RecordView(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                data = await payload(request)
+                version, event = int(data["version"]), str(data["event"])
+                worker_id, detail = str(data["worker_id"]), dict(data.get("detail") or {})
+                await on_store(
+                    lambda store: versions.record(
+                        store, database, version, event, worker_id, detail
+                    )
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                return self.json({"error": str(exc)}, status=400)
+            return self.json({"recorded": event})
+
+    class SwapView(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                version = int((await payload(request))["version"])
+            except (ValueError, KeyError, TypeError) as exc:
+                return self.json({"error": f"expected {{version}}: {exc}"}, status=400)
+            if version != own_version:
+                return self.json(
+                    {
+                        "error": f"this worker runs version {own_version or 1}; the worker of "
+                        f"version {version} makes it active when it starts",
+                        "worker_version": own_version or 1,
+                    },
+                    status=409,
+                )
+            await activated.wait()
+            if "error" in outcome:
+                return self.json({"error": outcome["error"]}, status=409)
+            return self.json({"active": version, "previous": outcome.get("previous")})
+
+    class VersionsView(View):
+        async def get(self, request: Request) -> Response:
+            def describe(store: ClickHouseStore) -> dict[str, Any]:
+                tables = versions.table_versions(store, database)
+                return {
+                    "tables": {n: [t.version, t.build] for n, t in sorted(tables.items())},
+                    "history": [
+                        {k: str(v) if k == "at" else v for k, v in row.items()}
+                        for row in versions.history(store, database)
+                    ],
+                }
+
+            try:
+                answer = await on_store(describe)
+            except Exception as exc:
+                return self.json({"error": str(exc)}, status=503)
+            answer["worker_version"] = own_version or 1
+            return self.json(answer)
+
+    app.page("/projections/prepare")(PrepareView)
+    app.page("/projections/record")(RecordView)
+    app.page("/projections/swap")(SwapView)
+    app.page("/projections/versions")(VersionsView)

@@ -1,0 +1,340 @@
+"""The pure part of replay, the rows it writes, and the version bookkeeping on real chdb."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.ids import event_id
+from events.models import (
+    Direction,
+    Identity,
+    IdentityLinked,
+    IdentityUnlinked,
+    Interaction,
+    Kind,
+    dump_event,
+)
+from projections.policy import DEFAULT_POLICY, policy_for
+from projections.relationship import RelationshipState, fold, view_row
+from projections.rows import interaction_row_from_json, relationship_row
+from projections.schema import INTERACTION_COLUMNS, RELATIONSHIP_COLUMNS
+from projections.store import ClickHouseStore
+from rapport.settings import Settings
+from rapport.workspaces import WorkspaceRegistry
+from streams import versions
+from streams.eventlog import partition_for
+from streams.replay import Recalculation, recalculate
+from streams.replay_rows import (
+    decode_chunk,
+    encode_chunks,
+    interaction_values,
+    interaction_values_from_json,
+    relationship_values,
+    replay_topic,
+)
+from tests.conftest import FIXTURES
+from tests.datasets import collegemsg_interactions, most_replied_authors, reddit_interactions
+from tests.oracle import compare, expected_relationships
+
+THREAD = FIXTURES / "reddit" / "TestCommentForest.test_replace__all_large.comments.jsonl"
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+REGISTRY = WorkspaceRegistry()
+
+
+def oracle_rows(events: list[Interaction], **kwargs: Any) -> dict[str, dict[str, Any]]:
+    return expected_relationships(events, **kwargs)
+
+
+def views(states: dict[str, RelationshipState], policy: Any = DEFAULT_POLICY) -> dict[str, Any]:
+    return {key: view_row(state, policy) for key, state in states.items()}
+
+
+@pytest.fixture(scope="module")
+def real_events() -> list[Interaction]:
+    college = collegemsg_interactions({"323", "9", "12", "2", "42"}, limit=6000)
+    owned = set(most_replied_authors(THREAD, 3))
+    return college + reddit_interactions(THREAD, owned)
+
+
+def test_replay_of_a_shuffled_log_with_duplicates_equals_the_oracle(
+    real_events: list[Interaction],
+) -> None:
+    arrival = list(real_events)
+    random.Random(7).shuffle(arrival)  # most events arrive late for the live fold
+    arrival += arrival[:500]  # redeliveries
+    outcome = recalculate([dump_event(e) for e in arrival], REGISTRY)
+    assert outcome.duplicates == 500 and outcome.interactions == len(real_events)
+    rows = outcome.views
+    assert compare(rows, oracle_rows(real_events)) == []
+    assert all(r["late_events"] == 0 for r in rows.values())
+    live_shuffled = views(fold(arrival))
+    assert any(r["late_events"] for r in live_shuffled.values())  # the live path differs
+
+
+def test_replay_equals_the_live_fold_field_for_field_for_events_on_time(
+    real_events: list[Interaction],
+) -> None:
+    in_order = sorted(real_events, key=lambda e: (e.occurred_at, e.event_id))
+    live = views(fold(in_order))
+    outcome = recalculate([dump_event(e) for e in in_order], REGISTRY, keep_states=True)
+    assert outcome.views == live  # every field, revision included
+    # and the table record the worker of the new version loads is the live state
+    live_states = fold(in_order)
+    assert outcome.states == live_states
+    for key, value in outcome.changelog:
+        assert RelationshipState.from_dict(json.loads(value)) == live_states[key.decode()]
+    # folded in two processes: the same rows and records
+    parallel = recalculate([dump_event(e) for e in in_order], REGISTRY, processes=2)
+    assert parallel.views == live
+    assert sorted(parallel.changelog) == sorted(outcome.changelog)
+
+
+def test_a_policy_change_is_applied_by_the_replay(real_events: list[Interaction]) -> None:
+    overrides = {"version": "policy-v2", "half_life_days": 7.0, "weights": {"outbound.message": 2}}
+    registry = WorkspaceRegistry.from_mapping(
+        {"workspaces": {"college": {"policy": overrides}, "reddit": {}}}
+    )
+    policy = policy_for(overrides)
+    outcome = recalculate([dump_event(e) for e in real_events], registry)
+    college = [e for e in real_events if e.workspace == "college"]
+    rows = {k: v for k, v in outcome.views.items() if k.startswith("college|")}
+    assert compare(rows, oracle_rows(college, policy=policy)) == []
+    assert {r["policy_version"] for r in rows.values()} == {"policy-v2"}
+
+
+def _dm(n: int, contact: Identity, inbound: bool, at: datetime) -> Interaction:
+    brand = Identity(platform=contact.platform, user_id="brand")
+    sender, recipient = (contact, brand) if inbound else (brand, contact)
+    return Interaction(
+        event_id=event_id("acme", contact.platform, f"m:{n}"),
+        workspace="acme",
+        platform=contact.platform,
+        kind=Kind.MESSAGE,
+        actor=sender,
+        subject=recipient,
+        direction=Direction.INBOUND if inbound else Direction.OUTBOUND,
+        contact=contact,
+        account=brand,
+        member="brand",
+        occurred_at=at,
+        received_at=at,
+        object_id=str(n),
+    )
+
+
+def _link(n: int, who: Identity, contact: str | None, at: datetime) -> bytes:
+    if contact is None:
+        event: IdentityLinked | IdentityUnlinked = IdentityUnlinked(
+            event_id=event_id("acme", "identity", f"l:{n}"),
+            workspace="acme",
+            occurred_at=at,
+            identity=who,
+        )
+    else:
+        event = IdentityLinked(
+            event_id=event_id("acme", "identity", f"l:{n}"),
+            workspace="acme",
+            occurred_at=at,
+            identity=who,
+            contact_id=contact,
+        )
+    return dump_event(event)
+
+
+def test_the_final_identity_map_rekeys_all_history() -> None:
+    ann_x, ann_mail = Identity(platform="x", user_id="100"), Identity(platform="email", user_id="a")
+    bob_mail = Identity(platform="email", user_id="b")
+    events = [
+        _dm(1, ann_x, True, T0),
+        _dm(2, ann_mail, False, T0 + timedelta(hours=1)),
+        _dm(3, ann_x, False, T0 + timedelta(hours=3)),
+        _dm(4, bob_mail, True, T0 + timedelta(hours=4)),
+        _dm(5, ann_mail, True, T0 + timedelta(days=2)),
+    ]
+    log = [dump_event(e) for e in events]
+    # ann's mail identity: linked, unlinked, linked again (the last by occurred_at wins, even
+    # though it was written first); bob: linked then unlinked (his own contact in the end).
+    log.insert(0, _link(9, ann_mail, "x:100", T0 + timedelta(days=9)))
+    log.append(_link(7, ann_mail, "x:100", T0 + timedelta(days=7)))
+    log.append(_link(8, ann_mail, None, T0 + timedelta(days=8)))
+    log.append(_link(10, bob_mail, "x:100", T0 + timedelta(days=1)))
+    log.append(_link(11, bob_mail, None, T0 + timedelta(days=3)))
+    calc = Recalculation()
+    calc.add_many(log)
+    assert calc.identity_map() == {("acme", "email:a"): "x:100"}
+    outcome = calc.finish(lambda w: DEFAULT_POLICY)
+    assert outcome.identities == {"acme|email:a": "x:100"}
+    want = oracle_rows(events, contacts={"email:a": "x:100"})
+    assert compare(outcome.views, want) == []
+    assert set(outcome.views) == {"acme|x:100", "acme|email:b"}
+    contacts = {row[0]: row[2] for row in outcome.interaction_rows}
+    assert contacts == {
+        events[0].event_id: "x:100",
+        events[1].event_id: "x:100",
+        events[2].event_id: "x:100",
+        events[3].event_id: "email:b",
+        events[4].event_id: "x:100",
+    }
+
+
+def test_workspace_filter_keeps_only_that_workspace(real_events: list[Interaction]) -> None:
+    outcome = recalculate([dump_event(e) for e in real_events], REGISTRY, workspaces=["reddit"])
+    assert {v["workspace"] for v in outcome.views.values()} == {"reddit"}
+    assert all(row[1] == "reddit" for row in outcome.interaction_rows)
+
+
+# --- rows and records --------------------------------------------------------------------------
+
+
+def _as_ms(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return round(value.timestamp() * 1000)
+    if isinstance(value, list):
+        return [_as_ms(v) for v in value]
+    return value
+
+
+def test_rows_equal_the_live_sinks_rows(real_events: list[Interaction]) -> None:
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    for state in list(fold(real_events[:3000]).values())[:50]:
+        view = view_row(state)
+        assert relationship_values(view, 1735689600000) == [
+            _as_ms(v) for v in relationship_row(view, now)
+        ]
+    for event in real_events[:200] + real_events[-200:]:
+        data = dump_event(event)
+        live = interaction_row_from_json(data, "x:1")
+        assert live is not None
+        assert interaction_values(json.loads(data), "x:1") == [_as_ms(v) for v in live]
+        assert interaction_values_from_json(data, "x:1") == [_as_ms(v) for v in live]
+    assert len(RELATIONSHIP_COLUMNS) == len(relationship_values(view, 0))
+    assert len(INTERACTION_COLUMNS) == len(interaction_values(json.loads(data), ""))
+
+
+def test_the_fast_decoder_reads_what_the_live_path_reads(real_events: list[Interaction]) -> None:
+    import msgspec
+
+    from projections.relationship import touch_from_doc
+    from streams.replay import _Doc, row_of_doc, touch_of_doc
+
+    decode = msgspec.json.Decoder(_Doc).decode
+    for event in real_events[:300] + real_events[-300:]:
+        data = dump_event(event)
+        doc = json.loads(data)
+        touch = touch_from_doc(doc)  # None for events without a relationship
+        assert touch is None or touch_of_doc(decode(data)) == touch
+        assert row_of_doc(decode(data), "c") == interaction_values(doc, "c")
+
+
+def test_unreadable_events_are_counted_and_skipped() -> None:
+    calc = Recalculation()
+    calc.add_many([b"{", b'{"type": "interaction", "schema_version": 1}', b"[]"])
+    assert (calc.events, calc.invalid, calc.interactions) == (3, 3, 0)
+
+
+def test_replay_records_round_trip_and_refuse_other_tables() -> None:
+    rows = [[str(i), "acme", "x:1", *range(16)] for i in range(3000)]
+    chunks = list(encode_chunks("b1", "interactions_v4", rows, limit=20_000))
+    assert len(chunks) > 3 and all(len(c) < 25_000 for c in chunks)
+    back = [r for c in chunks for r in decode_chunk(c).rows]
+    assert back == rows
+    assert decode_chunk(chunks[0]).build == "b1"
+    for table in ("relationships", "interactions_v2; DROP TABLE x", "dead_letters_v2"):
+        with pytest.raises(ValueError):
+            list(encode_chunks("b", table, rows[:1]))
+        with pytest.raises(ValueError):
+            decode_chunk(json.dumps({"build": "b", "table": table, "rows": []}).encode())
+    short_row = {"build": "b", "table": "relationships_v2", "rows": [[1]]}
+    with pytest.raises(ValueError):
+        decode_chunk(json.dumps(short_row).encode())
+
+
+def test_partition_of_a_key_is_kafkas_default() -> None:
+    from kafka.partitioner.default import murmur2
+
+    for n in range(500):
+        key = f"college|x:{n}".encode()
+        assert partition_for(key, 8) == (murmur2(key) & 0x7FFFFFFF) % 8
+
+
+def test_names_of_the_replay_topic_and_worker_ids() -> None:
+    assert replay_topic(Settings()) == "rapport.replay"
+    assert replay_topic(Settings(topic_events="t1.events")) == "t1.replay"
+    assert versions.worker_id_for("rapport-worker", 1) == "rapport-worker"
+    assert versions.worker_id_for("rapport-worker", 3) == "rapport-worker-v3"
+    assert versions.parse_comment("rapport projection version 3 build ab12") == (3, "ab12")
+    assert versions.parse_comment("") is None
+
+
+def test_the_active_version_is_the_setting_else_the_recorded_one(tmp_path: Path) -> None:
+    s = Settings(home=tmp_path)
+    assert versions.active_version(s) == 1
+    versions.persist_version(s, 4, 1)
+    assert versions.active_version(s) == 4
+    assert versions.with_active_version(s).worker_id == "rapport-worker-v4"
+    assert versions.active_version(s.model_copy(update={"projection_version": 2})) == 2
+
+
+# --- versioned tables on the embedded engine ---------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
+    opened = ClickHouseStore(f"chdb://{tmp_path / 'ch'}", "rapport")
+    opened.migrate()
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _count(store: ClickHouseStore, table: str) -> int:
+    return int(store.query(f"SELECT count() FROM rapport.{table}").rows[0][0])
+
+
+def _fill(store: ClickHouseStore, table: str, n: int) -> None:
+    rows = [
+        [f"e{table}{i}", "acme", "x:1", "x", "message", "inbound", "neutral", "1", "", "", "", 0,
+         0, "", str(i), "", -1, -1, 1]
+        for i in range(n)
+    ]  # fmt: skip
+    store.insert(table, INTERACTION_COLUMNS, rows, None)
+
+
+def test_swap_and_roll_back_exchange_tables_and_keep_every_version(store: ClickHouseStore) -> None:
+    db = "rapport"
+    _fill(store, "interactions", 1)  # version 1: the live tables
+    with pytest.raises(versions.VersionError):
+        versions.prepare(store, db, 1, "b0")  # the active version
+    versions.prepare(store, db, 2, "b2")
+    _fill(store, "interactions_v2", 2)
+    versions.prepare(store, db, 3, "b3")
+    _fill(store, "interactions_v3", 3)
+    with pytest.raises(versions.VersionError, match="not built"):
+        versions.ensure_active(store, db, 5, "w-v5")
+
+    assert versions.ensure_active(store, db, 2, "w-v2") == 1
+    assert _count(store, "interactions") == 2 and _count(store, "interactions_v1") == 1
+    assert versions.active(store, db) == 2
+    assert versions.ensure_active(store, db, 2, "w-v2") == 2  # idempotent
+    assert versions.ensure_active(store, db, 3, "w-v3") == 2
+    tables = versions.table_versions(store, db)
+    assert {n: t.version for n, t in tables.items()} == {
+        "interactions": 3, "relationships": 3, "interactions_v1": 1, "relationships_v1": 1,
+        "interactions_v2": 2, "relationships_v2": 2,
+    }  # fmt: skip
+    assert versions.ensure_active(store, db, 1, "w") == 3  # roll back to the first
+    assert _count(store, "interactions") == 1 and _count(store, "interactions_v3") == 3
+    events = [(r["version"], r["event"]) for r in versions.history(store, db)]
+    assert events == [(2, "activated"), (3, "activated"), (1, "activated")]
+    # a rebuild of a version replaces its tables
+    versions.prepare(store, db, 3, "b3bis")
+    assert _count(store, "interactions_v3") == 0
+    assert versions.build_of(store, db, "interactions_v3") == "b3bis"
