@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -51,10 +52,20 @@ def interaction_row_from_json(data: bytes, contact_id: str) -> tuple[Any, ...] |
     if doc.get("type") != "interaction" or doc.get("schema_version") != 1:
         event = parse_event(data)
         return interaction_row(event, contact_id) if isinstance(event, Interaction) else None
+    return tuple(interaction_fields(doc, contact_id, _iso))
+
+
+def interaction_fields(
+    doc: dict[str, Any], contact_id: str, when: Callable[[str], Any]
+) -> list[Any]:
+    """An `interactions` row (INTERACTION_COLUMNS order) of a decoded current-version event.
+
+    `when` converts the ISO times (datetimes for the sink, epoch ms for replay's Arrow rows).
+    """
     subject = doc.get("subject")
     account = doc.get("account")
     raw = doc.get("raw")
-    return (
+    return [
         doc["event_id"],
         doc["workspace"],
         contact_id,
@@ -66,15 +77,15 @@ def interaction_row_from_json(data: bytes, contact_id: str) -> tuple[Any, ...] |
         subject["user_id"] if subject else "",
         account["user_id"] if account else "",
         doc.get("member") or "",
-        _iso(doc["occurred_at"]),
-        _iso(doc["received_at"]),
+        when(doc["occurred_at"]),
+        when(doc["received_at"]),
         doc.get("conversation_id") or "",
         doc["object_id"],
         doc.get("in_reply_to") or "",
         raw["partition"] if raw else -1,
         raw["offset"] if raw else -1,
         1,
-    )
+    ]
 
 
 def _iso(text: str) -> datetime:

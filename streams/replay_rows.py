@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from events.models import Interaction, epoch_ms, parse_event
-from projections.rows import interaction_row
+from projections.rows import interaction_fields, interaction_row
 from projections.schema import INTERACTION_COLUMNS, RELATIONSHIP_COLUMNS
 from rapport.settings import Settings
 from streams.versions import VERSIONED_TABLE
@@ -60,30 +60,7 @@ def _ms(text: str) -> int:
 
 def interaction_values(doc: dict[str, Any], contact_id: str) -> list[Any]:
     """An `interactions` row (INTERACTION_COLUMNS order) of a decoded current-version event."""
-    subject = doc.get("subject")
-    account = doc.get("account")
-    raw = doc.get("raw")
-    return [
-        doc["event_id"],
-        doc["workspace"],
-        contact_id,
-        doc["platform"],
-        doc["kind"],
-        doc["direction"],
-        doc.get("intent", "neutral"),
-        doc["actor"]["user_id"],
-        subject["user_id"] if subject else "",
-        account["user_id"] if account else "",
-        doc.get("member") or "",
-        _ms(doc["occurred_at"]),
-        _ms(doc["received_at"]),
-        doc.get("conversation_id") or "",
-        doc["object_id"],
-        doc.get("in_reply_to") or "",
-        raw["partition"] if raw else -1,
-        raw["offset"] if raw else -1,
-        1,
-    ]
+    return interaction_fields(doc, contact_id, _ms)
 
 
 def interaction_values_of(event: Interaction, contact_id: str) -> list[Any]:
