@@ -31,3 +31,9 @@ def classify(workspace: WorkspaceConfig, actor: Identity, subject: Identity | No
     if subject_owned is not None:
         return Parties(Direction.INBOUND, actor, subject, subject_owned.member)
     return Parties(Direction.EXTERNAL, None, None, None)
+
+
+def one_side_owned(workspace: WorkspaceConfig, actor: Identity, subject: Identity) -> bool:
+    """Exactly one side is owned: the interaction would be inbound or outbound, so it counts."""
+    actor_owned = workspace.owned(actor.platform, actor.user_id) is not None
+    return actor_owned != (workspace.owned(subject.platform, subject.user_id) is not None)

@@ -40,6 +40,7 @@ from events.adapters.base import (
     json_object,
     require,
 )
+from events.direction import one_side_owned
 from events.envelope import RawEnvelope
 from events.models import Identity, Kind, RawPointer
 from rapport.workspaces import WorkspaceConfig
@@ -87,12 +88,6 @@ def plain_text(content: Any) -> str | None:
 def _account(status: dict[str, Any], where: str) -> Identity:
     account = _obj(require(status, "account", where), f"{where}.account")
     return _identity(require(account, "id", f"{where}.account"), f"{where}.account.id")
-
-
-def _counts(workspace: WorkspaceConfig, actor: Identity, subject: Identity) -> bool:
-    """Exactly one side is owned: the interaction is inbound or outbound for this workspace."""
-    actor_owned = workspace.owned(actor.platform, actor.user_id) is not None
-    return actor_owned != (workspace.owned(subject.platform, subject.user_id) is not None)
 
 
 def _mention_subject(
@@ -158,7 +153,7 @@ def _status(workspace: WorkspaceConfig, status: dict[str, Any]) -> Draft | NotAn
             return NotAnInteraction("mastodon.own_status", status_id)
         return NotAnInteraction("mastodon.status_without_subject", status_id)
     kind, subject, in_reply_to = next(
-        (r for r in relations if _counts(workspace, actor, r[1])), relations[0]
+        (r for r in relations if one_side_owned(workspace, actor, r[1])), relations[0]
     )
     return Draft(
         platform=PLATFORM,

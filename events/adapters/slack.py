@@ -52,6 +52,7 @@ from events.adapters.base import (
     json_object,
     require,
 )
+from events.direction import one_side_owned
 from events.envelope import RawEnvelope
 from events.models import Identity, Kind, RawPointer
 from rapport.workspaces import WorkspaceConfig
@@ -102,12 +103,6 @@ def _authorized(body: dict[str, Any]) -> list[str]:
             if isinstance(item, dict) and isinstance(item.get("user_id"), str):
                 out.append(item["user_id"])
     return out
-
-
-def _counts(workspace: WorkspaceConfig, actor: Identity, subject: Identity) -> bool:
-    """Exactly one side is owned: the interaction is inbound or outbound for this workspace."""
-    actor_owned = workspace.owned(actor.platform, actor.user_id) is not None
-    return actor_owned != (workspace.owned(subject.platform, subject.user_id) is not None)
 
 
 def _mention_subject(
@@ -169,7 +164,9 @@ def _message(
         return NotAnInteraction(
             "slack.thread_reply_without_parent" if is_reply else "slack.channel_message", object_id
         )
-    kind, subject = next((r for r in relations if _counts(workspace, actor, r[1])), relations[0])
+    kind, subject = next(
+        (r for r in relations if one_side_owned(workspace, actor, r[1])), relations[0]
+    )
     return Draft(
         platform=PLATFORM,
         kind=kind,

@@ -47,6 +47,7 @@ from events.adapters.base import (
     json_object,
     require,
 )
+from events.direction import one_side_owned
 from events.envelope import RawEnvelope
 from events.models import Identity, Kind, RawPointer
 from rapport.workspaces import WorkspaceConfig
@@ -171,12 +172,6 @@ def _mentioned(tweet: dict[str, Any]) -> list[Identity]:
     return [_user(m, "user_mentions[]") for m in mentions]
 
 
-def _counts(workspace: WorkspaceConfig, actor: Identity, subject: Identity) -> bool:
-    """Exactly one side is owned: the interaction is inbound or outbound for this workspace."""
-    actor_owned = workspace.owned(actor.platform, actor.user_id) is not None
-    return actor_owned != (workspace.owned(subject.platform, subject.user_id) is not None)
-
-
 def _mention_subject(
     workspace: WorkspaceConfig, actor: Identity, mentioned: list[Identity], for_user: str | None
 ) -> Identity | None:
@@ -234,7 +229,7 @@ def _tweet(workspace: WorkspaceConfig, item: Any, for_user: str | None) -> Draft
             return NotAnInteraction("x.own_tweet", tweet_id)
         return NotAnInteraction("x.tweet_without_subject", tweet_id)
     kind, subject, in_reply_to = next(
-        (r for r in relations if _counts(workspace, actor, r[1])), relations[0]
+        (r for r in relations if one_side_owned(workspace, actor, r[1])), relations[0]
     )
     return Draft(
         platform=PLATFORM,
