@@ -89,6 +89,7 @@ def faust_floor(settings: Settings, count: int) -> dict[str, float]:
     admin.create_topics([NewTopic(f"{settings.topic_events}.floor", settings.partitions, 1)])
     admin.close()
     out: dict[str, float] = {}
+    settings.home.mkdir(parents=True, exist_ok=True)
     for mode in ("batch", "forward"):
         env = dict(
             os.environ, FLOOR_BOOTSTRAP=settings.kafka_bootstrap, FLOOR_TOPIC=settings.topic_events,
@@ -98,6 +99,7 @@ def faust_floor(settings: Settings, count: int) -> dict[str, float]:
             [sys.executable, str(Path(__file__).with_name("faust_floor_app.py")), "worker",
              "-l", "warn"],
             capture_output=True, text=True, env=env, timeout=600, check=False,
+            cwd=settings.home,  # Faust writes its data directory into the working directory
         )  # fmt: skip
         # Faust's worker routes print() through its logger, so look in both streams.
         found = re.findall(rf"\b{mode}: (\d+)", done.stdout + done.stderr)

@@ -73,6 +73,18 @@ log = logging.getLogger("rapport.worker")
 INTERACTION_MARK = b'"type":"interaction"'  # as events.models.dump_event writes it
 
 
+def _link_of(value: bytes) -> tuple[str | None] | None:
+    """(contact or None when unlinked,) if `value` is an identity link event, else None."""
+    if INTERACTION_MARK in value:  # link events are rare: parse only the others
+        return None
+    parsed = parse_event(value)
+    if isinstance(parsed, IdentityLinked):
+        return (parsed.contact_id,)
+    if isinstance(parsed, IdentityUnlinked):
+        return (None,)
+    return None
+
+
 @contextlib.contextmanager
 def as_current(event: faust.EventT[bytes]) -> Iterator[None]:
     """Make `event` Faust's current event, so a table write goes to that event's partition.
@@ -207,10 +219,18 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             state = RelationshipState.from_dict(stored) if stored else None
         return state
 
-    def _contact_of(key: bytes, identity: str) -> str | None:
-        """The contact an identity counts for: its link target, itself, or None (no contact)."""
+    def _contact_of(
+        key: bytes, identity: str, seen_links: dict[bytes, str | None] | None = None
+    ) -> str | None:
+        """The contact an identity counts for: its link target, itself, or None (no contact).
+
+        `seen_links` are links an agent met in its own stream before the table caught up with
+        them (the table is written by `project`, which may lag behind another agent).
+        """
         if identity.startswith(NO_CONTACT):
             return None
+        if seen_links is not None and key in seen_links:
+            return seen_links[key] or identity
         linked: str | None = identities.get(key)
         return linked or identity
 
@@ -268,14 +288,11 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         key = cast(bytes, event.key)
         workspace, name = split_key(key)
         if event.message.topic == settings.topic_events:
-            if INTERACTION_MARK not in event.value:  # link events are rare: parse only those
-                parsed = parse_event(event.value)
-                if isinstance(parsed, IdentityLinked | IdentityUnlinked):
-                    with as_current(event):
-                        identities[key] = (
-                            parsed.contact_id if isinstance(parsed, IdentityLinked) else None
-                        )
-                    return None
+            link = _link_of(event.value)
+            if link is not None:
+                with as_current(event):
+                    identities[key] = link[0]
+                return None
             contact = _contact_of(key, name)
             if contact is None:
                 return None
@@ -292,6 +309,14 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             touch = touch_of(parsed) if counts and isinstance(parsed, Interaction) else None
         return None if touch is None else (key, touch)
 
+    # Links in the order the interactions sink met them: an interaction after a link counts for
+    # the linked contact even while `project` has not yet written that link to the table.
+    links_seen_by_sink: dict[bytes, str | None] = {}
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_links_seen(sender: faust.App, revoked: Any, **kwargs: Any) -> None:
+        links_seen_by_sink.clear()  # the table catches up; another worker may own them now
+
     @app.agent(events_topic)
     async def sink_interactions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for batch in _batches(stream).take_events(
@@ -300,7 +325,11 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             rows = []
             for ev in batch:
                 key = cast(bytes, ev.key)
-                contact = _contact_of(key, split_key(key)[1])
+                link = _link_of(ev.value)
+                if link is not None:
+                    links_seen_by_sink[key] = link[0]
+                    continue
+                contact = _contact_of(key, split_key(key)[1], links_seen_by_sink)
                 row = interaction_row_from_json(ev.value, contact or "")
                 if row is not None:
                     rows.append(row)
