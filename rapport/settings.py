@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +45,15 @@ class Settings(BaseSettings):
     worker_host: str = "127.0.0.1"
     worker_port: int = 6066
     worker_store: str = "memory://"
+    worker_standby_replicas: int = Field(
+        0, ge=0, description="standby copies of each table partition kept warm on other workers"
+    )
+    worker_drain_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="at a stop or rebalance, how long to wait for events agents are processing "
+        "(unfinished ones are processed again, never lost)",
+    )
     project_batch_rows: int = Field(2000, ge=1, description="events folded per table write")
     project_flush_s: float = Field(0.2, gt=0)
     sink_batch_rows: int = Field(
@@ -58,6 +70,11 @@ class Settings(BaseSettings):
         description="projection version the worker runs (docs/replay.md); 0: the one `rapport "
         "replay --swap` recorded under home, else 1",
     )
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """repr/str with the ClickHouse DSN's password masked (`http://user:***@host`)."""
+        for name, value in super().__repr_args__():
+            yield name, _masked_password(value) if name == "clickhouse_url" else value
 
     @property
     def log_dir(self) -> Path:
@@ -79,6 +96,15 @@ class Settings(BaseSettings):
     @property
     def worker_url(self) -> str:
         return f"http://{self.worker_host}:{self.worker_port}"
+
+
+def _masked_password(url: str) -> str:
+    parsed = urlsplit(url)
+    if parsed.password is None:
+        return url
+    return urlunsplit(
+        parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@"))
+    )
 
 
 @lru_cache(maxsize=1)

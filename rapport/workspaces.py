@@ -25,13 +25,17 @@ class OwnedAccount(BaseModel):
 
 
 class WorkspaceConfig(BaseModel):
-    """One tenant. Secrets are resolved at load time; each key may hold several (rotation)."""
+    """One tenant. Secrets are resolved at load time; each key may hold several (rotation).
 
-    model_config = ConfigDict(frozen=True, coerce_numbers_to_str=True)
+    Secrets never show: not in repr/str (`repr=False`), not in validation errors (which would
+    otherwise quote the whole `secrets` table as `input_value`).
+    """
+
+    model_config = ConfigDict(frozen=True, coerce_numbers_to_str=True, hide_input_in_errors=True)
 
     name: str = Field(pattern=WORKSPACE_NAME_PATTERN)
     accounts: tuple[OwnedAccount, ...] = ()
-    secrets: Mapping[str, tuple[str, ...]] = Field(default_factory=dict)
+    secrets: Mapping[str, tuple[str, ...]] = Field(default_factory=dict, repr=False)
     policy: Mapping[str, Any] = Field(default_factory=dict)
 
     _owned: dict[tuple[str, str], OwnedAccount] = PrivateAttr(default_factory=dict)
@@ -45,8 +49,12 @@ class WorkspaceConfig(BaseModel):
             raise ValueError("secrets must be a table of name = value (or [values])")
         out: dict[str, tuple[str, ...]] = {}
         for key, value in raw.items():
-            values = [value] if isinstance(value, str) else list(value)
-            if not values or not all(isinstance(v, str) for v in values):
+            values = [value] if isinstance(value, str) else value
+            if (
+                not isinstance(values, list | tuple)
+                or not values
+                or not all(isinstance(v, str) for v in values)
+            ):
                 raise ValueError(f"secret {key} must be a string or a list of strings")
             out[str(key)] = tuple(resolve_secret(v) for v in values)
         return out

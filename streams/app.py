@@ -63,9 +63,11 @@ from projections.store import READ_ONLY_SQL, encode_result
 from projections.tally import Touch
 from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
+from streams.drain import bound_consumer_drain
 from streams.keys import NO_CONTACT, event_key, split_key
 from streams.replay_sink import register_replay
 from streams.sink import ClickHouseSink, batch_token
+from streams.tables import raw_keyed_table
 
 log = logging.getLogger("rapport.worker")
 
@@ -106,6 +108,7 @@ def _batches(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
 
 def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
     """A Faust app wired to the settings' broker, topics and ClickHouse."""
+    bound_consumer_drain(settings.worker_drain_timeout_s)
     app = faust.App(
         settings.worker_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -113,7 +116,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         datadir=str(settings.home / "worker"),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.worker_standby_replicas,
         producer_acks=-1,
         producer_linger_ms=10,  # batch produce requests: most sends are small and many
         producer_max_request_size=8 * 1024 * 1024,
@@ -156,17 +159,8 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
     relationships_topic = topic(settings.topic_relationships)
     deadletters_topic = topic(settings.topic_deadletters)
 
-    def raw_keyed(table: Any) -> Any:
-        """Keys as raw bytes: the changelog and the router then partition like the topic."""
-        table.key_serializer = "raw"
-        return table
-
-    identities = raw_keyed(
-        app.Table("identities", default=None, partitions=settings.partitions, value_type=str)
-    )
-    relationships = raw_keyed(
-        app.Table("relationships", default=None, partitions=settings.partitions, value_type=dict)
-    )
+    identities = raw_keyed_table(app, "identities", settings.partitions, str)
+    relationships = raw_keyed_table(app, "relationships", settings.partitions, dict)
 
     @app.task
     async def open_clickhouse() -> None:

@@ -36,41 +36,6 @@ T = TypeVar("T")
 RECORDS_PER_INSERT = 32  # replay records (up to 256 KiB of rows each) per insert
 
 
-def make_changelogs_recoverable(app: faust.App) -> None:
-    """Make each table's changelog topic decode records the way the table writes them.
-
-    Two things keep a restarted worker from recovering the tables `streams.app` makes ("Error in
-    recovery" in its log, the tables left empty): their key serializer is set to "raw" after
-    `app.Table(...)` created the changelog topic with the default ("json"), and a changelog
-    topic whose value type is `dict` cannot decode (Faust calls `dict.from_data`). A worker of a
-    new projection version starts from the changelog the replay wrote, so each changelog topic
-    is made again here, before the app starts: the table's key serializer, and values decoded as
-    plain JSON.
-    """
-    for table in app.tables.values():
-        value_type = None if table.value_type is dict else table.value_type
-        current = table.changelog_topic
-        if current.key_serializer == table.key_serializer and current.value_type is value_type:
-            continue
-        table.changelog_topic = app.topic(
-            table._changelog_topic_name(),
-            schema=table.schema,
-            key_type=table.key_type,
-            value_type=value_type,
-            key_serializer=table.key_serializer,
-            value_serializer=table.value_serializer,
-            partitions=table.partitions,
-            retention=table.window.expires if table.window else None,
-            compacting=table._changelog_compacting,
-            deleting=table._changelog_deleting,
-            acks=False,
-            internal=True,
-            config=table.extra_topic_configs,
-            maxsize=131_072,
-            allow_empty=True,
-        )
-
-
 def declare_changelogs(app: faust.App, settings: Settings) -> None:
     """Create the tables' changelog topics before the worker starts, if they are missing.
 
@@ -89,7 +54,6 @@ def declare_changelogs(app: faust.App, settings: Settings) -> None:
 
 def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) -> None:
     """Add the replay sink agent, the /projections views and the start-up activation."""
-    make_changelogs_recoverable(app)
     declare_changelogs(app, settings)
     database = settings.clickhouse_database
     own_version = settings.projection_version
@@ -168,11 +132,10 @@ def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) ->
 
     if own_version:
         app.task(activate)
-
-        async def hold_until_active(sender: faust.App, assigned: Any, **kwargs: Any) -> None:
-            await activated.wait()  # no sink writes before the tables are exchanged
-
-        app.on_partitions_assigned.connect(hold_until_active)  # type: ignore[arg-type]
+        # No sink writes before the tables are exchanged. (Holding the partition-assignment
+        # signal is not enough: Faust's table recovery resumes fetching on its own, and a first
+        # batch from the snapshot went into the old table.)
+        sink.hold_writes_until(activated)
 
     async def payload(request: Request) -> dict[str, Any]:
         data = await request.json()

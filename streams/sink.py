@@ -53,6 +53,15 @@ class ClickHouseSink:
         self.last_error: str | None = None  # the most recent failure, kept after recovery
         self.failing: dict[str, str] = {}  # table -> error of the insert being retried now
         self.rows_written: dict[str, int] = {}
+        self._writes_allowed: asyncio.Event | None = None
+
+    def hold_writes_until(self, allowed: asyncio.Event) -> None:
+        """Make every flush wait for `allowed` (set once the tables it writes are the right ones).
+
+        Waiting in the flush itself is what holds the agents back: their offsets are not
+        acknowledged until it returns, whenever Faust resumes fetching after an assignment.
+        """
+        self._writes_allowed = allowed
 
     def _open(self) -> ClickHouseStore:
         if self._store is None:
@@ -79,6 +88,8 @@ class ClickHouseSink:
         """Insert `rows` into `table`; on failure wait and try again, never drop them."""
         if not rows:
             return
+        if self._writes_allowed is not None:
+            await self._writes_allowed.wait()
         delay = 0.2
         while True:
             try:

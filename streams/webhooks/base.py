@@ -104,6 +104,17 @@ def ascii_bytes(value: str) -> bytes | None:
         return None
 
 
+def could_be_a_body(token: str) -> bool:
+    """Whether a handshake token could be a JSON delivery body (an object or an array).
+
+    X's CRC and LinkedIn's challenge answer HMAC(secret, token) with the very key and function
+    that sign deliveries, so answering an arbitrary token would sign any body for anyone who
+    knows the URL. Real tokens are opaque (base64, UUIDs); refusing those holding `{` or `[`
+    refuses every JSON object or array, so no answer is ever a usable delivery signature.
+    """
+    return "{" in token or "[" in token
+
+
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 

@@ -3,7 +3,8 @@
 Validation: `GET ?challengeCode=C` is answered with `{"challengeCode": C, "challengeResponse":
 hex HMAC-SHA256(client secret, C)}` within 3 s (the first active secret answers while one
 rotates). Deliveries carry `X-LI-Signature`, the hex HMAC-SHA256(client secret, raw body);
-LinkedIn documents it in places as `hmacsha256=` + hex, so both forms are accepted.
+LinkedIn documents it in places as `hmacsha256=` + hex, so both forms are accepted. A
+challengeCode that could be a JSON body is refused (400): its answer would be that body's signature.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rapport.workspaces import WorkspaceConfig
 from streams.webhooks.base import (
     Reply,
     Verdict,
+    could_be_a_body,
     hex_hmac_sha256,
     verify_header_signature,
 )
@@ -46,6 +48,10 @@ class LinkedInProtocol:
         code = query.get("challengeCode")
         if code is None:
             return None
+        if could_be_a_body(code):  # the answer would sign that body (see could_be_a_body)
+            return Reply(
+                400, {"error": "challengeCode is not a challenge code"}, refusal="malformed"
+            )
         secrets = workspace.secrets_for(SECRET_KEY)
         if not secrets:
             return Reply(403, {"error": f"no {SECRET_KEY} configured for this workspace"})

@@ -245,6 +245,10 @@ def test_collegemsg_replay_swap_and_policy_change(stack: Settings, tmp_path: Pat
     expected = oracle(everything)
     current = wait_rows(reader, "relationships", "college", expected)
     assert compare(current, expected) == []
+    # Every event once in the swapped-in interactions, those appended between the replay's
+    # snapshot and the swap included (the new worker's sinks wait for the exchange).
+    total = len(everything)
+    assert distinct_interactions(reader, "interactions", "college", total) == total
     assert {r["policy_version"] for r in current.values()} == {"policy-v1"}
 
     # A policy change in the workspace file, replayed into version 3 next to version 2.

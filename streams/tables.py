@@ -1,0 +1,38 @@
+"""The worker's Faust tables, keyed like the topics they follow and recoverable after a restart.
+
+Faust derives a table's key serializer from its key type ("json" for plain types) and builds the
+changelog topic from it when the table is made. Rapport's keys are raw `workspace|identity`
+bytes, so that the changelog and the router partition exactly like the topics; and a changelog
+whose value type is `dict` cannot be decoded (Faust calls `dict.from_data`). Each table is
+therefore made here with a raw key serializer and a changelog topic that decodes what the table
+writes: without this a restarted worker recovers empty tables ("Error in recovery").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+
+def raw_keyed_table(app: faust.App, name: str, partitions: int, value_type: type) -> Any:
+    """A table with raw byte keys (no default value) whose changelog recovers on restart."""
+    table: Any = app.Table(name, default=None, partitions=partitions, value_type=value_type)
+    table.key_serializer = "raw"
+    table.changelog_topic = app.topic(
+        table._changelog_topic_name(),
+        schema=table.schema,
+        key_type=table.key_type,
+        value_type=None if value_type is dict else value_type,
+        key_serializer="raw",
+        value_serializer=table.value_serializer,
+        partitions=table.partitions,
+        compacting=table._changelog_compacting,
+        deleting=table._changelog_deleting,
+        acks=False,
+        internal=True,
+        config=table.extra_topic_configs,
+        maxsize=131_072,  # as Faust's own: changelog reads are not committed
+        allow_empty=True,
+    )
+    return table
