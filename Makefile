@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_HOME := .rapport-test
 
-.PHONY: setup demo test unit integration lint bench clean
+.PHONY: setup demo test unit integration lint bench load clean
 
 setup: $(STAMP)
 
@@ -40,8 +40,17 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# `make bench` runs the load bench for one minute; `make load` is its 10-minute run (docs/benchmarks.md).
+BENCH_LOAD_ARGS ?= --seconds 60
+LOAD_ARGS ?= --rate 1000 --seconds 600 --json /tmp/rapport-bench-load.json
+
 bench: setup
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/bench_*.py; do \
+	    args=; if [ $$b = bench/bench_load.py ]; then args="$(BENCH_LOAD_ARGS)"; fi; \
+	    echo "== $$b $$args"; $(BIN)/python $$b $$args || exit 1; done
+
+load: setup
+	$(BIN)/python bench/bench_load.py $(LOAD_ARGS)
 
 clean:
 	rm -rf $(TEST_HOME) .pytest_cache .mypy_cache .ruff_cache
