@@ -11,8 +11,8 @@ see `streams.replay_rows`), and this agent inserts them in batches through the w
     GET  /projections/versions  tables, their versions, and the build/activation log
 
 A worker of version N (settings.projection_version) makes N the active version when it starts,
-before any of its sinks writes (they wait for it): tables
-are exchanged (`streams.versions.ensure_active`) while no worker writes to them.
+before any of its sinks writes (they wait for it): tables are exchanged
+(`streams.versions.ensure_active`) while no worker writes to them.
 """
 
 from __future__ import annotations
