@@ -44,7 +44,10 @@ class Settings(BaseSettings):
     worker_id: str = "rapport-worker"
     worker_host: str = "127.0.0.1"
     worker_port: int = 6066
-    worker_store: str = "memory://"
+    worker_store: str = Field(
+        "rocksdb://",
+        description="Faust table store: rocksdb:// (rocksdict, persistent under home) or memory://",
+    )
     worker_standby_replicas: int = Field(
         0, ge=0, description="standby copies of each table partition kept warm on other workers"
     )

@@ -239,7 +239,8 @@ def test_the_configmap_values_are_valid_settings() -> None:
     assert SETTINGS.partitions == int(CONFIG["RAPPORT_PARTITIONS"])
     assert SETTINGS.worker_admin_sql is False
     assert SETTINGS.projection_version >= 1, "pods have no home to remember a swap in"
-    assert SETTINGS.worker_store == "memory://", "the image ships no RocksDB"
+    assert SETTINGS.worker_store == "rocksdb://", "tables persist next to the worker"
+    assert SETTINGS.home == Path("/data"), "the worker's emptyDir holds home (its RocksDB files)"
 
 
 def test_every_rapport_pod_gets_the_settings_and_a_server_clickhouse() -> None:
