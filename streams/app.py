@@ -109,11 +109,13 @@ def _batches(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
 def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
     """A Faust app wired to the settings' broker, topics and ClickHouse."""
     bound_consumer_drain(settings.worker_drain_timeout_s)
+    datadir = settings.home / "worker" / settings.worker_id  # per app id: its own table files
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         settings.worker_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store=settings.worker_store,
-        datadir=str(settings.home / "worker"),
+        datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         table_standby_replicas=settings.worker_standby_replicas,

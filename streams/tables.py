@@ -5,7 +5,8 @@ changelog topic from it when the table is made. Rapport's keys are raw `workspac
 bytes, so that the changelog and the router partition exactly like the topics; and a changelog
 whose value type is `dict` cannot be decoded (Faust calls `dict.from_data`). Each table is
 therefore made here with a raw key serializer and a changelog topic that decodes what the table
-writes: without this a restarted worker recovers empty tables ("Error in recovery").
+writes: without this a restarted worker recovers empty tables ("Error in recovery"), and the
+RocksDB store cannot read its own values back.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import faust
 
 def raw_keyed_table(app: faust.App, name: str, partitions: int, value_type: type) -> Any:
     """A table with raw byte keys (no default value) whose changelog recovers on restart."""
-    table: Any = app.Table(name, default=None, partitions=partitions, value_type=value_type)
+    plain = None if value_type is dict else value_type  # JSON objects decode to dicts as they are
+    table: Any = app.Table(name, default=None, partitions=partitions, value_type=plain)
     table.key_serializer = "raw"
     table.changelog_topic = app.topic(
         table._changelog_topic_name(),
         schema=table.schema,
         key_type=table.key_type,
-        value_type=None if value_type is dict else value_type,
+        value_type=plain,
         key_serializer="raw",
         value_serializer=table.value_serializer,
         partitions=table.partitions,
