@@ -157,8 +157,7 @@ class LocalKafka:
             self._classpath(),
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            f"--cluster-id={cluster_id}",  # an id may start with "-" (1 in 64): keep it attached
             "-c",
             str(self.config_file),
             "--ignore-formatted",
