@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         description="at a stop or rebalance, how long to wait for events agents are processing "
         "(unfinished ones are processed again, never lost)",
     )
+    worker_live_states: int = Field(
+        20_000,
+        ge=1,
+        description="decoded relationship states the worker keeps in memory (the table is the "
+        "truth; the least recently used are dropped)",
+    )
     project_batch_rows: int = Field(2000, ge=1, description="events folded per table write")
     project_flush_s: float = Field(0.2, gt=0)
     sink_batch_rows: int = Field(

@@ -65,6 +65,7 @@ from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
 from streams.drain import bound_consumer_drain
 from streams.keys import NO_CONTACT, event_key, split_key
+from streams.live_states import LiveStates
 from streams.replay_sink import register_replay
 from streams.sink import ClickHouseSink, batch_token
 from streams.tables import raw_keyed_table
@@ -202,7 +203,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
                 )
             yield None
 
-    live: dict[bytes, RelationshipState] = {}  # states of this worker's partitions, decoded
+    live = LiveStates(settings.worker_live_states)  # recently folded states, decoded
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_live_states(sender: faust.App, revoked: Any, **kwargs: Any) -> None:
@@ -270,7 +271,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
                     for _, event in items:
                         await quarantine("project", event, exc)
                     continue
-                live[key] = state
+                live.put(key, state)
                 with as_current(items[-1][1]):
                     relationships[key] = state.to_dict()
                 # Always emitted, changed or not: an earlier emission may not have landed.

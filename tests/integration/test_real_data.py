@@ -85,11 +85,14 @@ async def post_generic(url: str, bodies: list[bytes]) -> dict[int, int]:
 
 @pytest.fixture
 def stack(isolated_settings: Settings) -> Iterator[Settings]:
-    isolated_settings.workspaces.write_text(workspaces_toml(most_replied_authors(THREAD, 3)))
-    services = Stack(isolated_settings)
+    # A cache of 64 decoded states for hundreds of relationships: most batches fold states the
+    # worker evicted and reads back from its table, and the result must still be exact.
+    settings = isolated_settings.model_copy(update={"worker_live_states": 64})
+    settings.workspaces.write_text(workspaces_toml(most_replied_authors(THREAD, 3)))
+    services = Stack(settings)
     try:
         services.start_services()
-        yield isolated_settings
+        yield settings
     finally:
         services.stop_services()
 
