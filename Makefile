@@ -52,5 +52,10 @@ bench: setup
 load: setup
 	$(BIN)/python bench/bench_load.py $(LOAD_ARGS)
 
+# Fault injection against real processes (chaos/): its own broker on free loopback ports,
+# stopped by pid at the end. Not part of `make test`. CHAOS_ARGS: scenario names, --events N.
+chaos: setup
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
+
 clean:
 	rm -rf $(TEST_HOME) .pytest_cache .mypy_cache .ruff_cache
