@@ -63,9 +63,9 @@ from projections.store import READ_ONLY_SQL, encode_result
 from projections.tally import Touch
 from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
-from streams.drain import bound_consumer_drain
 from streams.keys import NO_CONTACT, event_key, split_key
 from streams.live_states import LiveStates
+from streams.offsets import bound_consumer_drain, guard_head_gap
 from streams.replay_sink import register_replay
 from streams.sink import ClickHouseSink, batch_token
 from streams.tables import raw_keyed_table
@@ -110,6 +110,7 @@ def _batches(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
 def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
     """A Faust app wired to the settings' broker, topics and ClickHouse."""
     bound_consumer_drain(settings.worker_drain_timeout_s)
+    guard_head_gap()
     datadir = settings.home / "worker" / settings.worker_id  # per app id: its own table files
     datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
@@ -184,7 +185,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             raw=RawPointer(topic=msg.topic, partition=msg.partition, offset=msg.offset),
             body=event.value,
         )
-        await deadletters_topic.send(key=workspace.encode(), value=letter.dumps())
+        await produce(settings.topic_deadletters, workspace.encode(), letter.dumps())
 
     @app.agent(raw_topic)
     async def normalize(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -193,13 +194,16 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             pointer = RawPointer(topic=msg.topic, partition=msg.partition, offset=msg.offset)
             outcome = process_delivery(registry, event.value, pointer, datetime.now(UTC))
             for interaction in outcome.events:
-                await events_topic.send(key=event_key(interaction), value=dump_event(interaction))
+                key, value = event_key(interaction), dump_event(interaction)
+                await produce(settings.topic_events, key, value)
             if outcome.dead_letter is not None:
                 log.warning(
                     "dead letter %s:%s: %s", msg.partition, msg.offset, outcome.dead_letter.reason
                 )
-                await deadletters_topic.send(
-                    key=outcome.dead_letter.workspace.encode(), value=outcome.dead_letter.dumps()
+                await produce(
+                    settings.topic_deadletters,
+                    outcome.dead_letter.workspace.encode(),
+                    outcome.dead_letter.dumps(),
                 )
             yield None
 

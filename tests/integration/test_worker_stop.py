@@ -2,7 +2,7 @@
 
 Faust waits, unbounded, for every message it handed to agents before it commits at a stop; a
 message it dropped from an agent's queue could keep that wait going until the worker was killed
-(streams/drain.py). Each round appends a burst, stops the worker at a different moment of its
+(streams/offsets.py). Each round appends a burst, stops the worker at a different moment of its
 processing, and starts it again; at the end every event is in ClickHouse exactly once.
 """
 

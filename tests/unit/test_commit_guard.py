@@ -1,0 +1,69 @@
+"""Faust's commit bookkeeping, with Rapport's head-gap guard: no offset is skipped.
+
+Runs Faust's own `Consumer._new_offset` (guarded by `streams.offsets.guard_head_gap`) on the
+consumer state it reads: acknowledged offsets per partition, the committed position (the next
+offset to read, as Kafka stores it) and the known gaps (offsets that hold no message).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from faust.transport.consumer import Consumer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from streams.offsets import guard_head_gap
+
+TOPIC = TP("rapport.raw", 4)
+
+
+class ConsumerState:
+    """The attributes `_new_offset` reads and updates, nothing else."""
+
+    def __init__(self, committed: int | None, acked: list[int]) -> None:
+        self._committed_offset: dict[TP, int | None] = defaultdict(lambda: None)
+        self._committed_offset[TOPIC] = committed
+        self._acked: dict[TP, list[int]] = defaultdict(list)
+        self._acked[TOPIC] = sorted(acked)
+        self._acked_index: dict[TP, set[int]] = defaultdict(set)
+        self._acked_index[TOPIC] = set(acked)
+        self._gap: dict[TP, IntervalTree] = defaultdict(IntervalTree)
+
+
+def new_offset(state: Any) -> int | None:
+    guard_head_gap()
+    result: int | None = Consumer._new_offset(state, TOPIC)
+    return result
+
+
+def test_the_offset_right_after_the_committed_one_must_be_acknowledged() -> None:
+    # Committed position 1 (offset 0 done); offset 1 was never acknowledged.
+    assert new_offset(ConsumerState(committed=1, acked=[2, 3, 4])) is None
+
+
+def test_a_committed_position_of_zero_is_checked_too() -> None:
+    assert new_offset(ConsumerState(committed=0, acked=[1, 2])) is None
+
+
+def test_consecutive_offsets_from_the_committed_one_commit() -> None:
+    assert new_offset(ConsumerState(committed=1, acked=[1, 2, 3])) == 4
+    assert new_offset(ConsumerState(committed=1, acked=[1, 2, 5])) == 3  # up to the first gap
+
+
+def test_known_gaps_count_as_acknowledged() -> None:
+    state = ConsumerState(committed=1, acked=[3, 4])
+    state._gap[TOPIC].addi(1, 3)  # offsets 1 and 2 hold no message (e.g. compacted away)
+    assert new_offset(state) == 5
+
+
+def test_nothing_committed_yet_keeps_fausts_behaviour() -> None:
+    assert new_offset(ConsumerState(committed=None, acked=[5, 6])) == 7
+
+
+def test_guarding_twice_wraps_once() -> None:
+    guard_head_gap()
+    first = Consumer._new_offset
+    guard_head_gap()
+    assert Consumer._new_offset is first
