@@ -1,4 +1,4 @@
-"""Two repairs to Faust's consumer offsets: a stop that never ended, a commit that skipped an offset.
+"""Two repairs to Faust's consumer offsets: a stop that never ended, a commit past an offset.
 
 1. A bounded wait for in-flight events when the worker stops or gives partitions away.
    Before it commits at a stop or a rebalance, Faust waits until every message it handed to an
