@@ -65,7 +65,11 @@ from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
 from streams.keys import NO_CONTACT, event_key, split_key
 from streams.live_states import LiveStates
-from streams.offsets import bound_consumer_drain, guard_head_gap
+from streams.offsets import (
+    bound_consumer_drain,
+    guard_head_gap,
+    read_uncommitted_from_the_start,
+)
 from streams.replay_sink import register_replay
 from streams.sink import ClickHouseSink, batch_token
 from streams.tables import raw_keyed_table
@@ -111,6 +115,15 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
     """A Faust app wired to the settings' broker, topics and ClickHouse."""
     bound_consumer_drain(settings.worker_drain_timeout_s)
     guard_head_gap()
+    read_uncommitted_from_the_start(
+        {
+            settings.topic_raw,
+            settings.topic_events,
+            settings.topic_relationship_events,
+            settings.topic_relationships,
+            settings.topic_deadletters,
+        }
+    )
     datadir = settings.home / "worker" / settings.worker_id  # per app id: its own table files
     datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(

@@ -1,4 +1,4 @@
-"""Two repairs to Faust's consumer offsets: a stop that never ended, a commit past an offset.
+"""Repairs to Faust's consumer offsets: a stop that never ended, records skipped or committed.
 
 1. A bounded wait for in-flight events when the worker stops or gives partitions away.
    Before it commits at a stop or a rebalance, Faust waits until every message it handed to an
@@ -10,6 +10,8 @@
    committed, so its events are processed again by whichever worker owns the partition next;
    projections and sinks are idempotent per event id.
 2. No commit past an unacknowledged offset (`guard_head_gap`).
+3. A partition with no committed offset is read from offset 0 after every assignment
+   (`read_uncommitted_from_the_start`).
 """
 
 from __future__ import annotations
@@ -81,3 +83,31 @@ def guard_head_gap() -> None:
 
     new_offset.rapport_guarded = True  # type: ignore[attr-defined]
     Consumer._new_offset = new_offset  # type: ignore[method-assign]
+
+
+_SOURCE_TOPICS: set[str] = set()
+
+
+def read_uncommitted_from_the_start(topics: set[str]) -> None:
+    """After each assignment, read partitions of `topics` with no committed offset from offset 0.
+
+    Faust seeks every assigned partition to its committed offset after a rebalance, through
+    aiokafka's `seek_to_committed`, which leaves a partition without one (or at 0) where the
+    previous assignment left its fetch position. Records read before the rebalance but dropped
+    from the agents' queues were then skipped: the first records of a partition, delivered
+    before the group ever committed it, never reached the event log (the scale-out chaos
+    scenario lost offsets 0-186 of one partition of `rapport.raw`).
+    """
+    _SOURCE_TOPICS.update(topics)
+    unpatched = Consumer.perform_seek
+    if getattr(unpatched, "rapport_patched", False):
+        return
+
+    async def perform_seek(self: Any) -> None:
+        await unpatched(self)
+        for tp in self.assignment():
+            if tp.topic in _SOURCE_TOPICS and not self._committed_offset[tp]:
+                await self.seek(tp, 0)  # an offset below the log start resets to the earliest
+
+    perform_seek.rapport_patched = True  # type: ignore[attr-defined]
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]

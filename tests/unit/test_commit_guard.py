@@ -67,3 +67,35 @@ def test_guarding_twice_wraps_once() -> None:
     first = Consumer._new_offset
     guard_head_gap()
     assert Consumer._new_offset is first
+
+
+class SeekingConsumer:
+    """What `perform_seek` uses: the committed offsets Kafka reports, the assignment, seeks."""
+
+    def __init__(self, committed: dict[TP, int | None]) -> None:
+        self.committed = committed
+        self._read_offset: dict[TP, int | None] = defaultdict(lambda: None)
+        self._committed_offset: dict[TP, int | None] = defaultdict(lambda: None)
+        self.seeks: list[tuple[TP, int]] = []
+
+    async def seek_to_committed(self) -> dict[TP, int | None]:
+        return dict(self.committed)
+
+    def assignment(self) -> set[TP]:
+        return set(self.committed)
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+def test_partitions_never_committed_are_read_from_the_start_after_an_assignment() -> None:
+    import asyncio
+
+    from streams.offsets import read_uncommitted_from_the_start
+
+    read_uncommitted_from_the_start({"rapport.raw"})
+    fresh, zero, done = TP("rapport.raw", 0), TP("rapport.raw", 1), TP("rapport.raw", 2)
+    other = TP("rapport-worker-relationships-changelog", 0)
+    consumer = SeekingConsumer({fresh: None, zero: 0, done: 187, other: None})
+    asyncio.run(Consumer.perform_seek(consumer))  # type: ignore[arg-type]
+    assert sorted(consumer.seeks) == [(fresh, 0), (zero, 0)]  # not the committed one, not others
