@@ -1,15 +1,15 @@
 """Response latencies: exact nearest-rank percentiles, a 1% relative-error sketch past a limit.
 
-Up to `limit` values (default 10,000) are kept sorted and percentiles are exact: the value at
+Up to `limit` values (default 10,000) are kept and percentiles are exact: the value at
 1-based position ceil(p * n). Past the limit the values move into a logarithmic-bucket sketch
 (DDSketch's mapping, relative accuracy 1%) that is mergeable and bounded in size.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 RELATIVE_ACCURACY = 0.01
@@ -30,29 +30,57 @@ def nearest_rank(values: list[int] | tuple[int, ...], p: float) -> int:
     return values[max(1, math.ceil(p * len(values))) - 1]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Latencies:
-    """Latencies in milliseconds: sorted exact values, or a sketch once past the limit."""
+    """Latencies in milliseconds: exact values, or a sketch once past the limit.
 
-    exact: tuple[int, ...] = ()
+    Exact values live in an append-only buffer shared with the earlier values they grew from:
+    a `Latencies` sees only the first `size` entries of its buffer, so `add` is O(1) and the
+    per-touch snapshots of a relationship's timeline do not each copy every latency (which made
+    a busy relationship quadratic in time and memory). Adding to a value that is not the newest
+    of its buffer copies its own prefix first, so no value ever sees another one's additions.
+    """
+
+    buffer: list[int] = field(default_factory=list, repr=False)
+    size: int = 0
     zeros: int = 0
     buckets: tuple[tuple[int, int], ...] = ()
     sketched: bool = False
 
+    @classmethod
+    def of(cls, values: Iterable[int]) -> Latencies:
+        """Exact latencies holding `values` (any order)."""
+        buffer = list(values)
+        return cls(buffer=buffer, size=len(buffer))
+
+    ordered: tuple[int, ...] | None = field(default=None, repr=False)  # `exact`, once computed
+
+    @property
+    def exact(self) -> tuple[int, ...]:
+        """The exact values, ascending (empty once sketched)."""
+        ordered = self.ordered
+        if ordered is None:
+            ordered = tuple(sorted(self.buffer[: self.size]))
+            object.__setattr__(self, "ordered", ordered)  # a cache: the value never changes
+        return ordered
+
     @property
     def count(self) -> int:
         if not self.sketched:
-            return len(self.exact)
+            return self.size
         return self.zeros + sum(c for _, c in self.buckets)
 
     def add(self, ms: int, limit: int) -> Latencies:
         ms = max(ms, 0)
         if not self.sketched:
-            values = list(self.exact)
-            bisect.insort(values, ms)
-            if len(values) <= limit:
-                return Latencies(exact=tuple(values))
-            return Latencies(sketched=True)._add_many(values)
+            size = self.size
+            if size + 1 <= limit:
+                buffer = self.buffer
+                if size == 0 or len(buffer) != size:  # new, or a later value grew from this one
+                    buffer = buffer[:size]
+                buffer.append(ms)
+                return Latencies(buffer=buffer, size=size + 1)
+            return Latencies(sketched=True)._add_many([*self.buffer[:size], ms])
         return self._add_many([ms])
 
     def _add_many(self, values: list[int]) -> Latencies:
@@ -83,6 +111,19 @@ class Latencies:
                 return round(_bucket_value(index)) / 1000.0
         raise AssertionError("rank beyond count")  # pragma: no cover
 
+    def _key(self) -> tuple[Any, ...]:
+        if not self.sketched:
+            return (False, self.exact)
+        return (True, self.zeros, self.buckets)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Latencies):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     def to_json(self) -> Any:
         if not self.sketched:
             return list(self.exact)
@@ -91,7 +132,7 @@ class Latencies:
     @classmethod
     def from_json(cls, data: Any) -> Latencies:
         if isinstance(data, list):
-            return cls(exact=tuple(int(v) for v in data))
+            return cls.of(int(v) for v in data)
         return cls(
             zeros=int(data["zeros"]),
             buckets=tuple((int(i), int(c)) for i, c in data["buckets"]),

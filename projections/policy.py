@@ -68,6 +68,11 @@ class Policy(BaseModel):
     cadence_qualified_days: float = Field(30.0, gt=0)
     cadence_default_days: float = Field(90.0, gt=0)
     lateness_days: float = Field(7.0, ge=0)
+    lateness_touches: int = Field(
+        10_000,
+        ge=1,
+        description="at most this many of a relationship's newest touches stay reorderable",
+    )
     conversation_gap_days: float = Field(7.0, gt=0)
     platform_move_days: float = Field(7.0, gt=0)
     trailing_days: int = Field(90, ge=1, description="window of ask_only and stage activity")

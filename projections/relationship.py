@@ -8,6 +8,11 @@ fold of SPEC section 3 (the same float operations in the same order); an in-orde
 one step. An event older than the watermark is applied by `tally.step_late` and counted in
 `late`. Duplicates (same `event_id`) count once however late: the state keeps a 64-bit
 fingerprint of every event id it applied.
+
+The window also holds at most `policy.lateness_touches` touches (default 10,000): a relationship
+busier than that within the lateness (a bot, an integration loop) settles its oldest touches
+early, so its state, the cost of writing it and of re-folding after a reordered event stay
+bounded; an event older than the newest settled touch (`horizon`) is then late too.
 """
 
 from __future__ import annotations
@@ -83,9 +88,14 @@ class RelationshipState:
     newest: int | None = None
     seen: frozenset[str] = frozenset()
     revision: int = 0
+    # The order of the newest touch settled so far: nothing at or before it can be reordered.
+    horizon: tuple[int, str] | None = None
     # The view after each timeline touch (in memory only, rebuilt on demand): settling a touch
     # then takes its snapshot instead of stepping it a second time.
     snapshots: tuple[Tally, ...] | None = field(default=None, compare=False, repr=False)
+    # `seen` packed for storage, in the order the fingerprints arrived (appending is cheaper
+    # than sorting every fingerprint again at every write).
+    packed_seen: str | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,12 +105,20 @@ class RelationshipState:
             "timeline": [t.to_json() for t in self.timeline],
             "view": tally_to_json(self.view),
             "newest": self.newest,
-            "seen": "".join(sorted(self.seen)),  # 16 hex digits each
+            "seen": self._packed_seen(),  # 16 hex digits each
             "revision": self.revision,
+            "horizon": None if self.horizon is None else list(self.horizon),
         }
+
+    def _packed_seen(self) -> str:
+        if self.packed_seen is None:
+            return "".join(sorted(self.seen))
+        return self.packed_seen
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RelationshipState:
+        horizon = data.get("horizon")  # absent before the touch cap
+        packed = data["seen"]
         return cls(
             workspace=data["workspace"],
             contact_id=data["contact_id"],
@@ -108,8 +126,10 @@ class RelationshipState:
             timeline=tuple(Touch.from_json(t) for t in data["timeline"]),
             view=tally_from_json(data["view"]),
             newest=data["newest"],
-            seen=_fingerprints(data["seen"]),
+            seen=_fingerprints(packed),
             revision=int(data["revision"]),
+            horizon=None if horizon is None else (int(horizon[0]), str(horizon[1])),
+            packed_seen=packed if isinstance(packed, str) else None,
         )
 
 
@@ -144,6 +164,7 @@ def apply_all(
     copied once per call instead of once per touch, which keeps a batch (or a replay) linear.
     """
     seen = set(state.seen)
+    added: list[str] = []
     timeline = list(state.timeline)
     snaps = (
         list(state.snapshots)
@@ -151,19 +172,23 @@ def apply_all(
         else _snapshots(state.settled, timeline, policy)
     )
     settled, view, newest, revision = state.settled, state.view, state.newest, state.revision
-    lateness = policy.lateness_ms
+    horizon = state.horizon
+    lateness, cap = policy.lateness_ms, policy.lateness_touches
     for touch in touches:
         fingerprint = touch.event_id[:16]
         if fingerprint in seen:
             continue
         seen.add(fingerprint)
+        added.append(fingerprint)
         revision += 1
-        if newest is not None and touch.at < newest - lateness:
+        order = touch.order
+        if (newest is not None and touch.at < newest - lateness) or (
+            horizon is not None and order < horizon
+        ):
             settled = step_late(settled, touch, policy)
             snaps = _snapshots(settled, timeline, policy)
             view = snaps[-1] if snaps else settled
             continue
-        order = touch.order
         if not timeline or order > timeline[-1].order:
             timeline.append(touch)
             view = step(view, touch, policy)
@@ -180,9 +205,15 @@ def apply_all(
             while keep < len(timeline) and timeline[keep].at < cut:
                 keep += 1
             if keep:
-                settled = snaps[keep - 1]
+                settled, horizon = snaps[keep - 1], timeline[keep - 1].order
                 del timeline[:keep]
                 del snaps[:keep]
+        if len(timeline) > cap:  # a very busy relationship: settle its oldest touches early
+            keep = len(timeline) - cap
+            settled, horizon = snaps[keep - 1], timeline[keep - 1].order
+            del timeline[:keep]
+            del snaps[:keep]
+    packed = state._packed_seen() + "".join(added) if added else state.packed_seen
     return RelationshipState(
         workspace=state.workspace,
         contact_id=state.contact_id,
@@ -192,7 +223,9 @@ def apply_all(
         newest=newest,
         seen=frozenset(seen),
         revision=revision,
+        horizon=horizon,
         snapshots=tuple(snaps),
+        packed_seen=packed,
     )
 
 

@@ -117,7 +117,26 @@ def _trailing(
 ) -> tuple[Any, ...]:
     day = _day(touch.at)
     horizon = _day(newest) - policy.trailing_days + 1
-    rows = {d: (a, g, i, o) for d, a, g, i, o in t.trailing if d >= horizon}
+    trailing = t.trailing
+    if trailing and trailing[0][0] >= horizon and day >= trailing[-1][0]:
+        # The common case (an in-order touch, nothing to drop): change or add the last day only.
+        # Same additions on the same values as the general path below.
+        if day == trailing[-1][0]:
+            _, a, g, i, o = trailing[-1]
+            head = trailing[:-1]
+        else:
+            a, g, i, o = 0.0, 0.0, 0, 0
+            head = trailing
+        if touch.inbound:
+            i += 1
+        else:
+            o += 1
+            if touch.intent == "ask":
+                a += weight
+            else:
+                g += weight
+        return (*head, (day, a, g, i, o))
+    rows = {d: (a, g, i, o) for d, a, g, i, o in trailing if d >= horizon}
     if day >= horizon:
         a, g, i, o = rows.get(day, (0.0, 0.0, 0, 0))
         if touch.inbound:

@@ -14,13 +14,36 @@ from __future__ import annotations
 from typing import Any
 
 import faust
+import msgspec
+from faust.serializers import codecs
+
+TABLE_CODEC = "rapport-json"
+
+
+class _MsgspecJson(codecs.Codec):
+    """Plain JSON, as Faust's "json" codec writes and reads it, about ten times faster.
+
+    A busy relationship's state is hundreds of kilobytes (its lateness window); the worker writes
+    it once per batch, so the encoder is on the hot path. The bytes are ordinary JSON: states
+    written by the "json" codec (or by a replay) read back unchanged.
+    """
+
+    def _dumps(self, obj: Any) -> bytes:
+        return msgspec.json.encode(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return msgspec.json.decode(s)
+
+
+codecs.register(TABLE_CODEC, _MsgspecJson())
 
 
 def raw_keyed_table(app: faust.App, name: str, partitions: int, value_type: type) -> Any:
     """A table with raw byte keys (no default value) whose changelog recovers on restart."""
     plain = None if value_type is dict else value_type  # JSON objects decode to dicts as they are
     table: Any = app.Table(name, default=None, partitions=partitions, value_type=plain)
-    table.key_serializer = "raw"
+    table.key_serializer = "raw"  # both are read when the store is first opened, not before
+    table.value_serializer = TABLE_CODEC
     table.changelog_topic = app.topic(
         table._changelog_topic_name(),
         schema=table.schema,

@@ -265,3 +265,61 @@ def test_a_late_turn_gives_the_exact_qualification_time() -> None:
     v = view_row(state)
     assert v["late_events"] == 1
     assert v["qualified_conversations"] == 1 and v["qualified_at"] == [ms(T0 + 2 * H)]
+
+
+CAPPED = Policy(lateness_touches=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=event_lists, data=st.data())
+def test_the_touch_cap_keeps_state_bounded_and_in_order_results_exact(
+    rows: list[tuple[str, bool, int, Kind, Intent, str | None]], data: st.DataObject
+) -> None:
+    """In order, settling early changes nothing; a reordering inside the cap changes nothing."""
+    events = sorted(_events(rows), key=lambda e: (e.occurred_at, e.event_id))
+    uncapped = {k: view_row(s, CAPPED) for k, s in fold(events).items()}
+    capped = fold(events, CAPPED)
+    assert all(len(s.timeline) <= 4 for s in capped.values())
+    assert {k: view_row(s, CAPPED) for k, s in capped.items()} == uncapped
+    # Swap two neighbours of one relationship: still inside the cap, so still exact.
+    if len(events) >= 2:
+        i = data.draw(st.integers(min_value=0, max_value=len(events) - 2))
+        swapped = [*events[:i], events[i + 1], events[i], *events[i + 2 :]]
+        got = {k: view_row(s, CAPPED) for k, s in fold(swapped, CAPPED).items()}
+        for key, row in uncapped.items():
+            assert got[key] | {"revision": 0} == row | {"revision": 0}
+
+
+def test_an_event_older_than_the_capped_window_is_late_and_counted_once() -> None:
+    turns = [interaction(i, "a", i % 2 == 0, T0 + i * H, conversation_id="c") for i in range(1, 8)]
+    early = interaction(0, "a", True, T0, conversation_id="c")  # before every settled touch
+    state = None
+    for event in [*turns, early, early]:
+        state = apply(state, event, CAPPED)
+    assert state is not None and len(state.timeline) == 4
+    assert state.horizon == (ms(turns[2].occurred_at), turns[2].event_id)
+    v = view_row(state, CAPPED)
+    assert (v["late_events"], v["interactions"], v["first_contact_at"]) == (1, 8, ms(T0))
+    # The stored state keeps the horizon and the fingerprints: the duplicate stays a duplicate.
+    restored = RelationshipState.from_dict(state.to_dict())
+    assert restored == state
+    again = apply(restored, early, CAPPED)
+    assert view_row(again, CAPPED)["interactions"] == 8
+
+
+def test_latencies_share_their_buffer_without_seeing_each_other() -> None:
+    base = Latencies().add(30, 10).add(10, 10)
+    left, right = base.add(20, 10), base.add(5, 10)  # right branches off the shared buffer
+    assert (base.exact, left.exact, right.exact) == ((10, 30), (10, 20, 30), (5, 10, 30))
+    assert left.buffer is base.buffer and right.buffer is not base.buffer
+    assert Latencies.from_json(left.to_json()) == left and left != right
+    assert Latencies().add(7, 10).exact == (7,) and Latencies().exact == ()
+
+
+def test_state_written_without_horizon_still_reads() -> None:
+    events = [interaction(i, "a", i % 2 == 0, T0 + i * H) for i in range(5)]
+    state = next(iter(fold(events).values()))
+    doc = state.to_dict()
+    del doc["horizon"]
+    doc["seen"] = "".join(sorted(state.seen))
+    assert RelationshipState.from_dict(doc) == state
