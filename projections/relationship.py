@@ -90,9 +90,9 @@ class RelationshipState:
     revision: int = 0
     # The order of the newest touch settled so far: nothing at or before it can be reordered.
     horizon: tuple[int, str] | None = None
-    # The view after each timeline touch (in memory only, rebuilt on demand): settling a touch
-    # then takes its snapshot instead of stepping it a second time.
-    snapshots: tuple[Tally, ...] | None = field(default=None, compare=False, repr=False)
+    # The view after each timeline touch, or None where not kept (in memory only, see
+    # `apply_all`): settling a touch then takes its snapshot instead of stepping it again.
+    snapshots: tuple[Tally | None, ...] | None = field(default=None, compare=False, repr=False)
     # `seen` packed for storage, in the order the fingerprints arrived (appending is cheaper
     # than sorting every fingerprint again at every write).
     packed_seen: str | None = field(default=None, compare=False, repr=False)
@@ -139,41 +139,83 @@ def _fingerprints(packed: str | list[str]) -> frozenset[str]:
     return frozenset(packed[i : i + 16] for i in range(0, len(packed), 16))
 
 
-def _refold(settled: Tally, timeline: Sequence[Touch], policy: Policy) -> Tally:
-    view = settled
-    for touch in timeline:
-        view = step(view, touch, policy)
-    return view
+LIVE_SNAPSHOT_STRIDE = 16  # the live worker keeps one snapshot in 16 (memory), replay all
 
 
-def _snapshots(settled: Tally, timeline: Sequence[Touch], policy: Policy) -> list[Tally]:
-    out: list[Tally] = []
+def _snapshots(
+    settled: Tally, timeline: Sequence[Touch], policy: Policy, stride: int
+) -> list[Tally | None]:
+    """The view after each touch, every `stride`-th kept (the last always): the rest are None."""
+    out: list[Tally | None] = []
     view = settled
-    for touch in timeline:
+    last = len(timeline) - 1
+    for i, touch in enumerate(timeline):
         view = step(view, touch, policy)
-        out.append(view)
+        out.append(view if i % stride == 0 or i == last else None)
     return out
 
 
+def _snapshot(
+    snaps: list[Tally | None],
+    settled: Tally,
+    timeline: Sequence[Touch],
+    i: int,
+    policy: Policy,
+) -> Tally:
+    """The view after timeline[i] (settled for i = -1), stepped from the nearest kept one."""
+    j = i
+    while j >= 0 and snaps[j] is None:
+        j -= 1
+    view = settled if j < 0 else snaps[j]
+    assert view is not None
+    for k in range(j + 1, i + 1):
+        view = step(view, timeline[k], policy)
+    return view
+
+
+def _last(snaps: list[Tally | None], settled: Tally) -> Tally:
+    """The view: the last snapshot (always kept), or settled when the timeline is empty."""
+    last = snaps[-1] if snaps else settled
+    assert last is not None
+    return last
+
+
 def apply_all(
-    state: RelationshipState, touches: Iterable[Touch], policy: Policy
+    state: RelationshipState,
+    touches: Iterable[Touch],
+    policy: Policy,
+    stride: int = 1,
 ) -> RelationshipState:
     """Fold touches one after another, exactly as repeated `apply_touch` would.
 
     Pure: the input state is not modified. The seen-set, the timeline and its snapshots are
     copied once per call instead of once per touch, which keeps a batch (or a replay) linear.
+    Snapshots (the view after each timeline touch) are what settling and a reordered touch
+    start from; with `stride` > 1 only one in `stride` is kept and the others are stepped to
+    when needed, which trades a few steps for most of the memory of a long window (the live
+    worker). A state read back from its table has none: they are found the same way.
     """
     seen = set(state.seen)
     added: list[str] = []
     timeline = list(state.timeline)
-    snaps = (
-        list(state.snapshots)
-        if state.snapshots is not None
-        else _snapshots(state.settled, timeline, policy)
-    )
+    snaps: list[Tally | None]
+    if state.snapshots is not None:
+        snaps = list(state.snapshots)
+    else:
+        snaps = [None] * len(timeline)
+        if snaps:
+            snaps[-1] = state.view  # the view is the snapshot after the last touch
     settled, view, newest, revision = state.settled, state.view, state.newest, state.revision
     horizon = state.horizon
     lateness, cap = policy.lateness_ms, policy.lateness_touches
+
+    def settle(keep: int) -> None:
+        nonlocal settled, horizon
+        settled = _snapshot(snaps, settled, timeline, keep - 1, policy)
+        horizon = timeline[keep - 1].order
+        del timeline[:keep]
+        del snaps[:keep]
+
     for touch in touches:
         fingerprint = touch.event_id[:16]
         if fingerprint in seen:
@@ -186,18 +228,21 @@ def apply_all(
             horizon is not None and order < horizon
         ):
             settled = step_late(settled, touch, policy)
-            snaps = _snapshots(settled, timeline, policy)
-            view = snaps[-1] if snaps else settled
+            snaps = _snapshots(settled, timeline, policy, stride)
+            view = _last(snaps, settled)
             continue
         if not timeline or order > timeline[-1].order:
             timeline.append(touch)
             view = step(view, touch, policy)
+            if stride > 1 and snaps and (len(snaps) - 1) % stride:  # no longer the last
+                snaps[-1] = None
             snaps.append(view)
         else:
             at = bisect.bisect(timeline, order, key=lambda t: t.order)
+            start = _snapshot(snaps, settled, timeline, at - 1, policy)
             timeline.insert(at, touch)
-            snaps[at:] = _snapshots(snaps[at - 1] if at else settled, timeline[at:], policy)
-            view = snaps[-1]
+            snaps[at:] = _snapshots(start, timeline[at:], policy, stride)
+            view = _last(snaps, settled)
         if newest is None or touch.at > newest:
             newest = touch.at
             cut = newest - lateness
@@ -205,14 +250,9 @@ def apply_all(
             while keep < len(timeline) and timeline[keep].at < cut:
                 keep += 1
             if keep:
-                settled, horizon = snaps[keep - 1], timeline[keep - 1].order
-                del timeline[:keep]
-                del snaps[:keep]
+                settle(keep)
         if len(timeline) > cap:  # a very busy relationship: settle its oldest touches early
-            keep = len(timeline) - cap
-            settled, horizon = snaps[keep - 1], timeline[keep - 1].order
-            del timeline[:keep]
-            del snaps[:keep]
+            settle(len(timeline) - cap)
     packed = state._packed_seen() + "".join(added) if added else state.packed_seen
     return RelationshipState(
         workspace=state.workspace,

@@ -40,6 +40,7 @@ from events.models import (
 )
 from projections.policy import Policy, policy_for
 from projections.relationship import (
+    LIVE_SNAPSHOT_STRIDE,
     RelationshipState,
     apply_all,
     relationship_key,
@@ -283,7 +284,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
                     state = _state(key) or RelationshipState(
                         workspace=workspace, contact_id=contact
                     )
-                    state = apply_all(state, (touch for touch, _ in items), rules)
+                    state = apply_all(state, (t for t, _ in items), rules, LIVE_SNAPSHOT_STRIDE)
                 except Exception as exc:
                     for _, event in items:
                         await quarantine("project", event, exc)
