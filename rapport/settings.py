@@ -63,6 +63,15 @@ class Settings(BaseSettings):
         description="decoded relationship states the worker keeps in memory (the table is the "
         "truth; the least recently used are dropped)",
     )
+    worker_rocksdb_write_buffer_mb: int = Field(
+        8,
+        ge=1,
+        description="RocksDB memtable size of each table partition (two per partition at most; "
+        "Faust's default of 3 x 64 MB per partition grew the worker by the write rate)",
+    )
+    worker_rocksdb_block_cache_mb: int = Field(
+        16, ge=1, description="RocksDB block cache of each table partition"
+    )
     project_batch_rows: int = Field(2000, ge=1, description="events folded per table write")
     project_flush_s: float = Field(0.2, gt=0)
     sink_batch_rows: int = Field(

@@ -73,7 +73,7 @@ from streams.offsets import (
 )
 from streams.replay_sink import register_replay
 from streams.sink import ClickHouseSink, batch_token
-from streams.tables import raw_keyed_table
+from streams.tables import raw_keyed_table, rocksdb_options
 
 log = logging.getLogger("rapport.worker")
 
@@ -177,8 +177,15 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
     relationships_topic = topic(settings.topic_relationships)
     deadletters_topic = topic(settings.topic_deadletters)
 
-    identities = raw_keyed_table(app, "identities", settings.partitions, str)
-    relationships = raw_keyed_table(app, "relationships", settings.partitions, dict)
+    store_options = (
+        rocksdb_options(
+            settings.worker_rocksdb_write_buffer_mb, settings.worker_rocksdb_block_cache_mb
+        )
+        if settings.worker_store.startswith("rocksdb")
+        else None
+    )
+    identities = raw_keyed_table(app, "identities", settings.partitions, str, store_options)
+    relationships = raw_keyed_table(app, "relationships", settings.partitions, dict, store_options)
 
     @app.task
     async def open_clickhouse() -> None:

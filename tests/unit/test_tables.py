@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import faust
 from faust.serializers import codecs
 
 from events.ids import event_id
 from events.models import Direction, Identity, Interaction, Kind
 from projections.relationship import RelationshipState, fold
-from streams.tables import TABLE_CODEC
+from streams.tables import TABLE_CODEC, raw_keyed_table, rocksdb_options
 
 
 def _state() -> RelationshipState:
@@ -47,3 +49,16 @@ def test_the_codec_writes_plain_json_and_reads_what_json_wrote() -> None:
     by_stdlib = json.dumps(state.to_dict()).encode()  # what a replay or an older worker wrote
     assert RelationshipState.from_dict(codec.loads(by_stdlib)) == state
     assert codec.loads(codec.dumps("x:2")) == "x:2"  # the identities table's values
+
+
+def test_rocksdb_tables_get_bounded_memory(tmp_path: Path) -> None:
+    """Faust's defaults (3 x 64 MB memtables, 2 GB cache per partition) grew the worker's RSS."""
+    app = faust.App("t", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
+    options = rocksdb_options(write_buffer_mb=8, block_cache_mb=16)
+    table = raw_keyed_table(app, "relationships", 4, dict, options)
+    opened = table.data.rocksdb_options
+    assert opened.write_buffer_size == 8 * 1024 * 1024 and opened.max_write_buffer_number == 2
+    assert opened.block_cache_size == 16 * 1024 * 1024
+    assert table.value_serializer == TABLE_CODEC and table.key_serializer == "raw"
+    default = raw_keyed_table(app, "other", 4, dict).data.rocksdb_options
+    assert default.write_buffer_size == 64 * 1024 * 1024  # what the worker no longer uses
