@@ -151,6 +151,18 @@ def distinct_interactions(
         time.sleep(0.5)
 
 
+def missing_by_source(reader: SqlReader, table: str, sources: dict[str, list[Interaction]]) -> str:
+    """Which events a table lacks, by where they came from (the message of a failed count)."""
+    rows = reader.query(f"SELECT DISTINCT event_id FROM rapport.{table}", {}).rows
+    present = {r[0] for r in rows}
+    parts = []
+    for name, events in sources.items():
+        missing = [e for e in events if e.event_id not in present]
+        examples = [(e.object_id, e.occurred_at.isoformat()) for e in missing[:5]]
+        parts.append(f"{name}: {len(missing)} of {len(events)} missing, e.g. {examples}")
+    return "; ".join(parts)
+
+
 def same(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], fields: Any) -> list[str]:
     problems = [f"only in one: {k}" for k in sorted(a.keys() ^ b.keys())]
     for key in sorted(a.keys() & b.keys()):
@@ -248,7 +260,13 @@ def test_collegemsg_replay_swap_and_policy_change(stack: Settings, tmp_path: Pat
     # Every event once in the swapped-in interactions, those appended between the replay's
     # snapshot and the swap included (the new worker's sinks wait for the exchange).
     total = len(everything)
-    assert distinct_interactions(reader, "interactions", "college", total) == total
+    have = distinct_interactions(reader, "interactions", "college", total)
+    sources = {
+        "imported": imported,
+        "after the snapshot": [e for e in after if isinstance(e, Interaction)],
+        "webhooks during the restart": list(webhooked.values()),
+    }
+    assert have == total, missing_by_source(reader, "interactions", sources)
     assert {r["policy_version"] for r in current.values()} == {"policy-v1"}
 
     # A policy change in the workspace file, replayed into version 3 next to version 2.
