@@ -45,9 +45,12 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from rapport.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -270,12 +273,18 @@ class VisibilityPoller(Sampler):
     MARGIN_S = 2.0
 
     def __init__(
-        self, every_s: float, worker_url: str, t0: float, rate: float, count: int, sample_every: int
+        self,
+        every_s: float,
+        worker_urls: list[str],
+        t0: float,
+        rate: float,
+        count: int,
+        sample_every: int,
     ) -> None:
         super().__init__(every_s)
         from projections.store import WorkerQueryClient
 
-        self.reader = WorkerQueryClient(worker_url, timeout_s=30)
+        self.readers = [WorkerQueryClient(url, timeout_s=30) for url in worker_urls]
         self.t0, self.rate, self.count, self.sample_every = t0, rate, count, sample_every
         self.first_seen: dict[int, float] = {}
         self.round_trips: list[float] = []
@@ -298,7 +307,7 @@ class VisibilityPoller(Sampler):
             f"AND id % {self.sample_every} = 0"
         )
         asked = time.time()
-        rows = self.reader.query(sql).rows
+        rows = [row for reader in self.readers for row in reader.query(sql).rows]
         seen = time.time()
         self.last_asked = asked
         self.round_trips.append(seen - asked)
@@ -315,41 +324,54 @@ def post(url: str, body: bytes) -> int:
         return int(response.status)
 
 
-def count_rows(worker_url: str, workspace: str) -> int:
+def count_rows(worker_urls: list[str], workspace: str) -> int:
+    """Distinct deliveries of `workspace` over every worker's engine (each has its own)."""
+    return len(delivery_ids(worker_urls, workspace))
+
+
+def delivery_ids(worker_urls: list[str], workspace: str) -> set[int]:
     from projections.store import WorkerQueryClient
 
-    sql = f"SELECT count() FROM rapport.interactions WHERE workspace = '{workspace}'"
-    return int(WorkerQueryClient(worker_url, timeout_s=30).query(sql).rows[0][0])
+    sql = (
+        "SELECT DISTINCT toUInt64(object_id) FROM rapport.interactions "
+        f"WHERE workspace = '{workspace}'"
+    )
+    ids: set[int] = set()
+    for url in worker_urls:
+        ids.update(int(r[0]) for r in WorkerQueryClient(url, timeout_s=60).query(sql).rows)
+    return ids
 
 
-def wait_rows(worker_url: str, workspace: str, expected: int, timeout_s: float) -> float | None:
+def wait_rows(
+    worker_urls: list[str], workspace: str, expected: int, timeout_s: float
+) -> float | None:
     """Seconds until `expected` rows of `workspace` are readable; None on timeout."""
     from projections.store import StoreUnavailable
 
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         with contextlib.suppress(StoreUnavailable):
-            if count_rows(worker_url, workspace) >= expected:
+            if count_rows(worker_urls, workspace) >= expected:
                 return time.monotonic() - started
         time.sleep(0.5)
     return None
 
 
-def warm_up(ingest_url: str, worker_url: str, contacts: int) -> float:
+def warm_up(ingest_url: str, worker_urls: list[str], contacts: int) -> float:
     """A few deliveries through the whole path, so partitions are assigned and tables exist."""
     url = f"{ingest_url}/webhooks/{WARM_WORKSPACE}/x"
     for dm_id in range(1, 21):
         status = post(url, delivery(10**12 + dm_id, contacts, int(time.time())))
         if status != 200:
             raise SystemExit(f"warm-up delivery answered {status}")
-    waited = wait_rows(worker_url, WARM_WORKSPACE, 20, timeout_s=180)
+    waited = wait_rows(worker_urls, WARM_WORKSPACE, 20, timeout_s=180)
     if waited is None:
         raise SystemExit("warm-up deliveries did not reach ClickHouse in 180 s")
     return waited
 
 
-def sunk_times(worker_url: str) -> dict[str, np.ndarray]:
-    """Every measured row: DM id, first sunk_at, received_at (ms), copies."""
+def sunk_times(worker_urls: list[str]) -> dict[str, np.ndarray]:
+    """Every measured row: DM id, first sunk_at, received_at (ms), copies (all engines)."""
     from projections.store import WorkerQueryClient
 
     sql = (
@@ -357,8 +379,16 @@ def sunk_times(worker_url: str) -> dict[str, np.ndarray]:
         "toUnixTimestamp64Milli(min(received_at)), count() "
         f"FROM rapport.interactions WHERE workspace = '{WORKSPACE}' GROUP BY id"
     )
-    rows = WorkerQueryClient(worker_url, timeout_s=300).query(sql).rows
-    table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+    merged: dict[int, list[int]] = {}
+    for url in worker_urls:
+        for dm_id, sunk, received, copies in WorkerQueryClient(url, timeout_s=300).query(sql).rows:
+            have = merged.get(int(dm_id))
+            if have is None:
+                merged[int(dm_id)] = [int(dm_id), int(sunk), int(received), int(copies)]
+            else:  # in two engines: a partition moved between workers
+                have[1], have[2] = min(have[1], int(sunk)), min(have[2], int(received))
+                have[3] += int(copies)
+    table = np.array(list(merged.values()), dtype=np.int64).reshape(-1, 4)
     return {
         "id": table[:, 0],
         "sunk": table[:, 1] / 1000,
@@ -506,6 +536,7 @@ def summary(run: Run) -> dict[str, Any]:
             "seconds": a.seconds,
             "contacts": a.contacts,
             "partitions": a.partitions,
+            "workers": a.workers,
             "connections": a.connections,
             "sample_every": a.sample_every,
             "poll_s": a.poll_s,
@@ -553,7 +584,16 @@ def summary(run: Run) -> dict[str, Any]:
             "drain_s": _round(run.drain_s),
             "warm_up_s": round(run.warm_up_s, 1),
         },
-        "rss": {name: resource(name) for name in ("worker", "ingest", "kafka", "sender")},
+        "rss": {
+            name: resource(name)
+            for name in (
+                "worker",
+                *(f"worker{n}" for n in range(2, a.workers + 1)),
+                "ingest",
+                "kafka",
+                "sender",
+            )
+        },
         "consumer_lag": lag,
         "consumer_lag_samples": [
             {"t": round(s["t"] - run.t0, 1), **{t: s[t] for t in lag_topics}} for s in run.lags
@@ -589,8 +629,8 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     print(
         f"schedule: {c['rate']:,.0f}/s for {c['seconds']:,.0f} s, {c['contacts']:,} contacts, "
-        f"{c['partitions']} partitions; sink flush {c['sink_flush_s']} s / "
-        f"{c['sink_batch_rows']:,} rows"
+        f"{c['partitions']} partitions, {c.get('workers', 1)} worker(s); "
+        f"sink flush {c['sink_flush_s']} s / {c['sink_batch_rows']:,} rows"
     )
     print(
         f"sender: {snd['answered_2xx']:,} of {snd['scheduled']:,} answered 2xx "
@@ -650,9 +690,45 @@ def print_summary(s: dict[str, Any]) -> None:
         print(f"sampler errors ({len(s['sampler_errors'])}): {s['sampler_errors'][:3]}")
 
 
+def extra_worker(settings: Settings, root: Path, n: int) -> Settings:
+    """Worker n (1-based beyond the first): its own home, port and embedded ClickHouse, the
+    same consumer group (the embedded engine is one process's; a cluster shares a server)."""
+    from rapport.process import free_port
+
+    return settings.model_copy(
+        update={
+            "home": root / f"worker{n + 1}",
+            "worker_port": free_port(),
+            "clickhouse_url": f"chdb://{root / f'clickhouse{n + 1}'}",
+        }
+    )
+
+
+def start_worker(settings: Settings) -> None:
+    from rapport.process import spawn
+    from rapport.stack import settings_env
+
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    spawn(
+        [sys.executable, "-m", "rapport", "worker"],
+        log_file=settings.log_dir / "worker.log",
+        pid_file=settings.run_dir / "worker.pid",
+        env=settings_env(settings),
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        url = f"{settings.worker_url}/healthz"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:
+            if answer.status == 200:
+                return
+        time.sleep(0.5)
+    raise SystemExit(f"a worker did not start; see {settings.log_dir / 'worker.log'}")
+
+
 def measure(args: argparse.Namespace) -> Run:
     from bench.common import private_broker
-    from rapport.process import read_pid, stop_pid
+    from rapport.process import read_pid, stop_pid, stop_pid_file
     from rapport.stack import Stack
     from streams import versions
 
@@ -670,10 +746,18 @@ def measure(args: argparse.Namespace) -> Run:
         stack = Stack(settings)
         sender: subprocess.Popen[bytes] | None = None
         samplers: list[Sampler] = []
+        extra = [extra_worker(settings, root, n) for n in range(1, args.workers)]
+        worker_urls = [settings.worker_url] + [w.worker_url for w in extra]
         try:
-            print(f"starting worker and ingest on {settings.kafka_bootstrap} ...", file=sys.stderr)
+            print(
+                f"starting {args.workers} worker(s) and the ingest on "
+                f"{settings.kafka_bootstrap} ...",
+                file=sys.stderr,
+            )
             stack.start_services()
-            run.warm_up_s = warm_up(settings.ingest_url, settings.worker_url, args.contacts)
+            for other in extra:
+                start_worker(other)
+            run.warm_up_s = warm_up(settings.ingest_url, worker_urls, args.contacts)
             print(f"warm-up through the pipeline: {run.warm_up_s:.1f} s", file=sys.stderr)
             out = root / "sender.npz"
             params = {
@@ -699,6 +783,8 @@ def measure(args: argparse.Namespace) -> Run:
                 name: read_pid(settings.run_dir / f"{name}.pid")
                 for name in ("worker", "ingest", "kafka")
             }
+            for n, other in enumerate(extra, start=1):
+                pids[f"worker{n + 1}"] = read_pid(other.run_dir / "worker.pid")
             resources = ResourceSampler(
                 args.sample_s, {n: p for n, p in {**pids, "sender": sender.pid}.items() if p}
             )
@@ -708,7 +794,7 @@ def measure(args: argparse.Namespace) -> Run:
                 [settings.topic_raw, settings.topic_events],
             )  # fmt: skip
             poller = VisibilityPoller(
-                args.poll_s, settings.worker_url, run.t0, args.rate, count, args.sample_every
+                args.poll_s, worker_urls, run.t0, args.rate, count, args.sample_every
             )
             samplers = [resources, lags, poller]
             for sampler in samplers:
@@ -721,6 +807,9 @@ def measure(args: argparse.Namespace) -> Run:
                 for name in ("worker", "ingest"):
                     if read_pid(settings.run_dir / f"{name}.pid") is None:
                         raise SystemExit(f"{name} died; see {settings.log_dir / name}.log")
+                for other in extra:
+                    if read_pid(other.run_dir / "worker.pid") is None:
+                        raise SystemExit(f"a worker died; see {other.log_dir / 'worker.log'}")
                 time.sleep(1)
             run.sent_done_at = time.time()
             if sender.returncode != 0:
@@ -730,19 +819,21 @@ def measure(args: argparse.Namespace) -> Run:
             status = run.sent["status"]
             ok = int(((status >= 200) & (status < 300)).sum())
             print(f"sent; waiting for {ok:,} rows in ClickHouse ...", file=sys.stderr)
-            run.drain_s = wait_rows(settings.worker_url, WORKSPACE, ok, timeout_s=args.drain_s)
+            run.drain_s = wait_rows(worker_urls, WORKSPACE, ok, timeout_s=args.drain_s)
             for sampler in samplers:
                 sampler.stop()
                 run.sampler_errors += sampler.errors
             lags.close()
             run.resources, run.lags = resources.samples, lags.samples
             run.first_seen, run.poll_round_trips = poller.first_seen, poller.round_trips
-            run.rows = sunk_times(settings.worker_url)
+            run.rows = sunk_times(worker_urls)
         finally:
             for sampler in samplers:
                 sampler.halt.set()
             if sender is not None and sender.poll() is None:
                 stop_pid(sender.pid)
+            for other in extra:
+                stop_pid_file(other.run_dir / "worker.pid")
             stack.stop_services()
     run.load_after = loadavg()
     return run
@@ -754,6 +845,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=600.0, help="length of the schedule")
     parser.add_argument("--contacts", type=int, default=5000)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (one group)")
     parser.add_argument("--connections", type=int, default=256, help="sender's connection limit")
     parser.add_argument("--sample-every", type=int, default=20, help="poll for 1 in N deliveries")
     parser.add_argument("--poll-s", type=float, default=0.25, help="visibility poll interval")
