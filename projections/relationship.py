@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from events.models import CONVERSATIONAL_KINDS, Interaction, epoch_ms
 from projections.latency import Latencies
 from projections.policy import DAY_MS, DEFAULT_POLICY, Policy
@@ -96,8 +98,42 @@ class RelationshipState:
     # `seen` packed for storage, in the order the fingerprints arrived (appending is cheaper
     # than sorting every fingerprint again at every write).
     packed_seen: str | None = field(default=None, compare=False, repr=False)
+    # Stored JSON of the timeline and of `settled`, reused or extended by the next state while
+    # they only grow (in memory only, see `to_json`).
+    timeline_json: bytes | None = field(default=None, compare=False, repr=False)
+    settled_json: bytes | None = field(default=None, compare=False, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> bytes:
+        """`to_dict()` as JSON bytes, without re-encoding what the previous write encoded.
+
+        The worker writes a relationship's whole state at every batch that touches it; for a
+        busy relationship that is thousands of timeline touches, of which a batch appends a
+        few. Their encoding is kept and extended instead (the same bytes as a full encoding).
+        """
+        timeline = self.timeline_json
+        if timeline is None:
+            timeline = msgspec.json.encode([t.to_json() for t in self.timeline])
+            object.__setattr__(self, "timeline_json", timeline)  # a cache of a frozen value
+        settled = self.settled_json
+        if settled is None:
+            settled = msgspec.json.encode(tally_to_json(self.settled))
+            object.__setattr__(self, "settled_json", settled)
+        doc = self.to_dict(encoded={"settled": settled, "timeline": timeline})
+        return msgspec.json.encode(doc)
+
+    def to_dict(self, encoded: dict[str, bytes] | None = None) -> dict[str, Any]:
+        if encoded is not None:  # `to_json`: parts already encoded
+            return {
+                "workspace": self.workspace,
+                "contact_id": self.contact_id,
+                "settled": msgspec.Raw(encoded["settled"]),
+                "timeline": msgspec.Raw(encoded["timeline"]),
+                "view": tally_to_json(self.view),
+                "newest": self.newest,
+                "seen": self._packed_seen(),
+                "revision": self.revision,
+                "horizon": None if self.horizon is None else list(self.horizon),
+            }
         return {
             "workspace": self.workspace,
             "contact_id": self.contact_id,
@@ -198,6 +234,8 @@ def apply_all(
     seen = set(state.seen)
     added: list[str] = []
     timeline = list(state.timeline)
+    appended: list[Touch] = []  # while the timeline only grows at its end
+    rewritten = False
     snaps: list[Tally | None]
     if state.snapshots is not None:
         snaps = list(state.snapshots)
@@ -210,7 +248,8 @@ def apply_all(
     lateness, cap = policy.lateness_ms, policy.lateness_touches
 
     def settle(keep: int) -> None:
-        nonlocal settled, horizon
+        nonlocal settled, horizon, rewritten
+        rewritten = True
         settled = _snapshot(snaps, settled, timeline, keep - 1, policy)
         horizon = timeline[keep - 1].order
         del timeline[:keep]
@@ -229,10 +268,12 @@ def apply_all(
         ):
             settled = step_late(settled, touch, policy)
             snaps = _snapshots(settled, timeline, policy, stride)
+            rewritten = True
             view = _last(snaps, settled)
             continue
         if not timeline or order > timeline[-1].order:
             timeline.append(touch)
+            appended.append(touch)
             view = step(view, touch, policy)
             if stride > 1 and snaps and (len(snaps) - 1) % stride:  # no longer the last
                 snaps[-1] = None
@@ -242,6 +283,7 @@ def apply_all(
             start = _snapshot(snaps, settled, timeline, at - 1, policy)
             timeline.insert(at, touch)
             snaps[at:] = _snapshots(start, timeline[at:], policy, stride)
+            rewritten = True
             view = _last(snaps, settled)
         if newest is None or touch.at > newest:
             newest = touch.at
@@ -254,6 +296,12 @@ def apply_all(
         if len(timeline) > cap:  # a very busy relationship: settle its oldest touches early
             settle(len(timeline) - cap)
     packed = state._packed_seen() + "".join(added) if added else state.packed_seen
+    timeline_json = state.timeline_json
+    if rewritten or timeline_json is None:
+        timeline_json = None
+    elif appended:
+        more = msgspec.json.encode([t.to_json() for t in appended])
+        timeline_json = more if timeline_json == b"[]" else timeline_json[:-1] + b"," + more[1:]
     return RelationshipState(
         workspace=state.workspace,
         contact_id=state.contact_id,
@@ -266,6 +314,8 @@ def apply_all(
         horizon=horizon,
         snapshots=tuple(snaps),
         packed_seen=packed,
+        timeline_json=timeline_json,
+        settled_json=state.settled_json if settled is state.settled else None,
     )
 
 

@@ -73,7 +73,7 @@ from streams.offsets import (
 )
 from streams.replay_sink import register_replay
 from streams.sink import ClickHouseSink, batch_token
-from streams.tables import raw_keyed_table, rocksdb_options
+from streams.tables import raw_keyed_table, rocksdb_options, stored_dict
 
 log = logging.getLogger("rapport.worker")
 
@@ -238,7 +238,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         state = live.get(key)
         if state is None:
             stored = relationships.get(key)
-            state = RelationshipState.from_dict(stored) if stored else None
+            state = RelationshipState.from_dict(stored_dict(stored)) if stored else None
         return state
 
     def _contact_of(
@@ -298,7 +298,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
                     continue
                 live.put(key, state)
                 with as_current(items[-1][1]):
-                    relationships[key] = state.to_dict()
+                    relationships[key] = state.to_json()
                 # Always emitted, changed or not: an earlier emission may not have landed.
                 await produce(
                     settings.topic_relationships, key, json.dumps(view_row(state, rules)).encode()
@@ -433,7 +433,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             stored = relationships.get(key)
             if not stored:
                 return self.json({"error": "no such relationship"}, status=404)
-            state = RelationshipState.from_dict(stored)
+            state = RelationshipState.from_dict(stored_dict(stored))
             return self.json(view_row(state, policy(workspace)))
 
     app.page("/relationships/{workspace}/{contact_id}")(RelationshipView)

@@ -21,7 +21,8 @@ TABLE_CODEC = "rapport-json"
 
 
 class _MsgspecJson(codecs.Codec):
-    """Plain JSON, as Faust's "json" codec writes and reads it, about ten times faster.
+    """Plain JSON, as Faust's "json" codec writes and reads it, about ten times faster; bytes
+    are taken as JSON already encoded.
 
     A busy relationship's state is hundreds of kilobytes (its lateness window); the worker writes
     it once per batch, so the encoder is on the hot path. The bytes are ordinary JSON: states
@@ -29,6 +30,8 @@ class _MsgspecJson(codecs.Codec):
     """
 
     def _dumps(self, obj: Any) -> bytes:
+        if isinstance(obj, bytes):  # already JSON (`RelationshipState.to_json`)
+            return obj
         return msgspec.json.encode(obj)
 
     def _loads(self, s: bytes) -> Any:
@@ -36,6 +39,12 @@ class _MsgspecJson(codecs.Codec):
 
 
 codecs.register(TABLE_CODEC, _MsgspecJson())
+
+
+def stored_dict(stored: Any) -> Any:
+    """A table value as read back: decoded by the store (RocksDB, a recovered changelog), or the
+    JSON bytes the worker wrote (the in-memory store keeps what it was given)."""
+    return msgspec.json.decode(stored) if isinstance(stored, bytes) else stored
 
 
 def rocksdb_options(write_buffer_mb: int, block_cache_mb: int) -> dict[str, int]:

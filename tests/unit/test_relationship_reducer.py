@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -360,6 +361,8 @@ def test_sparse_snapshots_and_reloaded_states_fold_like_dense_ones(
         fresh = RelationshipState(workspace="w", contact_id=key)
         dense[key] = apply_all(dense.get(key, fresh), [touch], policy)
         sparse[key] = apply_all(sparse.get(key, fresh), [touch], policy, stride=stride)
+        # The stored JSON, partly extended from the previous state's, is the full encoding.
+        assert json.loads(sparse[key].to_json()) == json.loads(json.dumps(sparse[key].to_dict()))
         if n == reload_at:
             sparse = {k: RelationshipState.from_dict(s.to_dict()) for k, s in sparse.items()}
     assert sparse == dense

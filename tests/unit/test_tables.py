@@ -12,7 +12,7 @@ from faust.serializers import codecs
 from events.ids import event_id
 from events.models import Direction, Identity, Interaction, Kind
 from projections.relationship import RelationshipState, fold
-from streams.tables import TABLE_CODEC, raw_keyed_table, rocksdb_options
+from streams.tables import TABLE_CODEC, raw_keyed_table, rocksdb_options, stored_dict
 
 
 def _state() -> RelationshipState:
@@ -62,3 +62,12 @@ def test_rocksdb_tables_get_bounded_memory(tmp_path: Path) -> None:
     assert table.value_serializer == TABLE_CODEC and table.key_serializer == "raw"
     default = raw_keyed_table(app, "other", 4, dict).data.rocksdb_options
     assert default.write_buffer_size == 64 * 1024 * 1024  # what the worker no longer uses
+
+
+def test_encoded_states_pass_through_and_read_back_from_either_store() -> None:
+    codec = codecs.get_codec(TABLE_CODEC)
+    state = _state()
+    written = codec.dumps(state.to_json())
+    assert written == state.to_json()  # not encoded twice
+    for stored in (written, codec.loads(written)):  # memory store / RocksDB or changelog
+        assert RelationshipState.from_dict(stored_dict(stored)) == state
