@@ -68,7 +68,7 @@ def serve_bare(port: int) -> None:
     """A server that does what the ingest does minus the work: read the body, answer 200."""
     from aiohttp import web
 
-    from streams.ingest import new_event_loop
+    from streams.ingest import freeze_startup_heap, new_event_loop
 
     async def deliver(request: web.Request) -> web.Response:
         await request.read()
@@ -82,6 +82,7 @@ def serve_bare(port: int) -> None:
     app.router.add_get("/healthz", healthz)
     loop = new_event_loop()  # the ingest's event loop (uvloop when installed): a fair comparison
     asyncio.set_event_loop(loop)
+    freeze_startup_heap()  # and the ingest's garbage-collector setting
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=loop)
 
 
@@ -223,6 +224,15 @@ def run_python_load(
 # --- orchestration -----------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 where unavailable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def median(runs: list[LoadResult]) -> LoadResult:
     """The round with the median req/s (its latencies come with it)."""
     ordered = sorted(runs, key=lambda r: r.rps)
@@ -271,7 +281,7 @@ def main() -> int:
 
     from deploy.kafka.local import LocalKafka
     from rapport.demo import Message, x_dm_delivery
-    from rapport.process import free_port, spawn, stop_pid_file
+    from rapport.process import free_port, read_pid, spawn, stop_pid_file
     from rapport.settings import Settings
     from rapport.stack import settings_env
     from streams.topics import ensure_topics
@@ -320,13 +330,13 @@ def main() -> int:
                     sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o",
                     str(args.profile.resolve()), "-m", "rapport", "ingest",
                 ]  # fmt: skip
-            spawn(
+            ingest_proc = spawn(
                 ingest_cmd,
                 log_file=settings.log_dir / "ingest.log",
                 pid_file=run / "ingest.pid",
                 env=settings_env(settings),
             )
-            spawn(
+            bare_proc = spawn(
                 [sys.executable, str(Path(__file__).resolve()), "--bare", str(bare_port)],
                 log_file=settings.log_dir / "bare.log",
                 pid_file=run / "bare.pid",
@@ -340,10 +350,24 @@ def main() -> int:
             for url in targets.values():  # JIT-warm the broker and both servers
                 load(url, body, sig, args.warmup, args.connections)
             rounds: dict[str, list[LoadResult]] = {name: [] for name in targets}
+            # CPU time per request of the server (and of the broker), per round: less noisy than
+            # req/s when other work shares the machine, and it says where the cores went.
+            pids = {"bare aiohttp": bare_proc.pid, "ingest": ingest_proc.pid}
+            broker_pid = read_pid(kafka.pid_file)
+            cpu_us: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}
+            loads = [os.getloadavg()[0]]
             for r in range(args.rounds):  # alternate, so drift on the machine hits both
                 for name, url in targets.items():
                     print(f"round {r + 1}: {name} for {args.duration} s ...", file=sys.stderr)
-                    rounds[name].append(load(url, body, sig, args.duration, args.connections))
+                    before = cpu_seconds(pids[name]), cpu_seconds(broker_pid)
+                    result = load(url, body, sig, args.duration, args.connections)
+                    after = cpu_seconds(pids[name]), cpu_seconds(broker_pid)
+                    rounds[name].append(result)
+                    per_request = 1e6 / max(result.requests, 1)
+                    cpu_us[name].append(
+                        ((after[0] - before[0]) * per_request, (after[1] - before[1]) * per_request)
+                    )
+                    loads.append(os.getloadavg()[0])
             results = {name: median(runs) for name, runs in rounds.items()}
             in_kafka = raw_count(settings.kafka_bootstrap, settings.topic_raw)
         finally:
@@ -362,11 +386,26 @@ def main() -> int:
     )
     for name, runs in rounds.items():
         print(f"  {name}: req/s per round " + ", ".join(f"{r.rps:,.0f}" for r in runs))
+    ratios = [i.rps / b.rps for i, b in zip(rounds["ingest"], rounds["bare aiohttp"], strict=True)]
+    print(
+        "  ratio ingest/bare per round: "
+        + ", ".join(f"{x:.2f}x" for x in ratios)
+        + f" (median {sorted(ratios)[len(ratios) // 2]:.2f}x)"
+    )
+    for name, figures in cpu_us.items():
+        print(
+            f"  {name}: CPU us per request (server / broker) per round "
+            + ", ".join(f"{own:.0f} / {broker:.0f}" for own, broker in figures)
+        )
+    print(
+        "  load average (1 min) at start and after each round: "
+        + ", ".join(f"{x:.1f}" for x in loads)
+    )
     print("| target | req/s | p50 ms | p99 ms | requests | errors |")
     print("|---|---:|---:|---:|---:|---:|")
     print(bare.row("bare aiohttp (200, no work)"))
     print(ingest.row("ingest (verify + produce acks=all)"))
-    print(f"ratio ingest/bare: {ingest.rps / bare.rps:.2f}x")
+    print(f"ratio ingest/bare (median rounds): {ingest.rps / bare.rps:.2f}x")
     print(f"records in {settings.topic_raw}: {in_kafka:,} (>= {ok_ingest:,} answered 200)")
     if in_kafka < ok_ingest:
         print("ERROR: fewer records in Kafka than 200 answers", file=sys.stderr)

@@ -12,15 +12,18 @@ when it is installed (about 1.5x the requests per second of asyncio's loop on th
 from __future__ import annotations
 
 import asyncio
+import base64
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 from aiohttp import web
 
-from events.envelope import KEPT_HEADERS, RawEnvelope
+from events.envelope import KEPT_HEADERS
 from rapport.settings import Settings
 from rapport.workspaces import WorkspaceConfig, WorkspaceRegistry
 from streams.ingest_metrics import CONTENT_TYPE_LATEST, Metrics
@@ -36,6 +39,32 @@ ACCEPTED = b'{"status": "accepted"}'
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 METRICS = web.AppKey("rapport_metrics", Metrics)
 PRODUCER = web.AppKey("rapport_producer", Producer)
+
+
+class _Envelope(msgspec.Struct):
+    """`events.envelope.RawEnvelope`'s fields, in its order, for msgspec to encode."""
+
+    workspace: str
+    source: str
+    received_at: datetime
+    headers: dict[str, str]
+    body: str  # base64 with the URL-safe alphabet and padding, as pydantic writes bytes
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def encode_envelope(
+    workspace: str, source: str, received_at: datetime, headers: dict[str, str], body: bytes
+) -> bytes:
+    """`RawEnvelope(...).dumps()`, byte for byte, in about a tenth of the time.
+
+    Pydantic validates and then serializes (15 us for a typical delivery); msgspec writes the
+    same JSON (UTC as `Z`, the body as URL-safe base64) from values that are already the right
+    types. Tests check it against pydantic's own output and `RawEnvelope.loads`.
+    """
+    encoded_body = base64.urlsafe_b64encode(body).decode("ascii")
+    return _encode(_Envelope(workspace, source, received_at, headers, encoded_body))
 
 
 def _reply(reply: Reply) -> web.Response:
@@ -130,11 +159,11 @@ def create_ingest_app(settings: Settings, registry: WorkspaceRegistry) -> web.Ap
 
     async def deliver(request: web.Request) -> web.StreamResponse:
         platform = request.match_info["platform"]
-        metrics.in_flight.inc()
+        metrics.in_flight += 1
         try:
             response = await _deliver(request, platform, time.perf_counter())
         finally:
-            metrics.in_flight.dec()
+            metrics.in_flight -= 1
         metrics.count(platform, response.status)
         return response
 
@@ -165,15 +194,11 @@ def create_ingest_app(settings: Settings, registry: WorkspaceRegistry) -> web.Ap
             if reply.refusal is not None:
                 metrics.refuse(platform, reply.refusal)
             return _reply(reply)
-        envelope = RawEnvelope(
-            workspace=workspace.name,
-            source=protocol.name,
-            received_at=datetime.now(UTC),
-            headers=kept_headers(request),
-            body=body,
+        envelope = encode_envelope(
+            workspace.name, protocol.name, datetime.now(UTC), kept_headers(request), body
         )
         try:
-            await producer.send(envelope.dumps())
+            await producer.send(envelope)
         except SEND_ERRORS as exc:
             log.warning(
                 "could not hand a %s delivery to Kafka: %s",
@@ -183,7 +208,7 @@ def create_ingest_app(settings: Settings, registry: WorkspaceRegistry) -> web.Ap
             return _error(
                 503, "event log unavailable, retry later", headers={"Retry-After": RETRY_AFTER_S}
             )
-        metrics.produce_seconds.observe(time.perf_counter() - started)
+        metrics.observe_produce(time.perf_counter() - started)
         return web.Response(body=ACCEPTED, content_type="application/json")
 
     async def healthz(request: web.Request) -> web.Response:
@@ -228,13 +253,26 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def freeze_startup_heap() -> None:
+    """Keep the garbage collector off what was allocated at startup (modules, settings, app).
+
+    Full collections otherwise walk every object the imports left behind, again and again,
+    while serving: about 5 % of the ingest's time under load. What a request allocates is
+    still collected. The bare server of bench/bench_ingest.py calls this too.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def run_ingest(settings: Settings, registry: WorkspaceRegistry) -> None:
     """Serve the ingest in the foreground until SIGINT/SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
+    app = create_ingest_app(settings, registry)
+    freeze_startup_heap()
     web.run_app(
-        create_ingest_app(settings, registry),
+        app,
         host=settings.ingest_host,
         port=settings.ingest_port,
         access_log=None,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
+from aiokafka.structs import TopicPartition
 
 from rapport.process import free_port
 from rapport.settings import Settings
@@ -43,5 +45,84 @@ def test_send_before_connecting_refuses_at_once() -> None:
             assert not producer.connected and not await producer.ready()
         finally:
             await producer.stop()
+
+    asyncio.run(go())
+
+
+class _Accumulator:
+    def __init__(self) -> None:
+        self.added: list[tuple[TopicPartition, bytes, float]] = []
+
+    async def add_message(
+        self, tp: TopicPartition, key: bytes | None, value: bytes, timeout: float
+    ) -> str:
+        assert key is None
+        self.added.append((tp, value, timeout))
+        return "future"
+
+
+class _Cluster:
+    def __init__(self) -> None:
+        self.leaders: dict[int, int | None] = {}
+
+    def leader_for_partition(self, tp: TopicPartition) -> int | None:
+        return self.leaders.get(tp.partition, 1)
+
+
+class _AIOKafka:
+    """What `Producer._enqueue` touches of an AIOKafkaProducer; `send` runs the partitioner."""
+
+    def __init__(self, partitioner: StickyPartitioner) -> None:
+        self.partitioner = partitioner
+        self.client = SimpleNamespace(cluster=_Cluster())
+        self._message_accumulator = _Accumulator()
+        self.sent: list[tuple[int, bytes]] = []
+
+    async def send(self, topic: str, value: bytes) -> str:
+        led = [p for p in (0, 1, 2) if self.client.cluster.leaders.get(p, 1) not in (None, -1)]
+        self.sent.append((self.partitioner(None, [0, 1, 2], led), value))
+        return "future"
+
+
+def test_records_within_a_run_go_straight_to_the_accumulator() -> None:
+    settings = Settings(produce_timeout_s=3.0)
+    producer = Producer(settings)
+    producer._sticky = StickyPartitioner(run=3)
+    fake = _AIOKafka(producer._sticky)
+
+    async def enqueue(value: bytes) -> str:
+        return await producer._enqueue(fake, value)  # type: ignore[arg-type]
+
+    async def go() -> None:
+        for i in range(6):
+            assert await enqueue(b"%d" % i) == "future"
+        # each run's first record takes aiokafka's `send` (metadata, size check, partitioner) ...
+        assert [value for _, value in fake.sent] == [b"0", b"3"]
+        # ... the rest of the run goes to the same partition, with send's timeout
+        added = fake._message_accumulator.added
+        assert [value for _, value, _ in added] == [b"1", b"2", b"4", b"5"]
+        assert [tp.partition for tp, _, _ in added[:2]] == [fake.sent[0][0]] * 2
+        assert [tp.partition for tp, _, _ in added[2:]] == [fake.sent[1][0]] * 2
+        assert all(tp.topic == settings.topic_raw and t == 3.0 for tp, _, t in added)
+        # a partition that lost its leader, or a record near the request limit, takes `send`
+        await enqueue(b"6")
+        fake.client.cluster.leaders[fake.sent[-1][0]] = -1
+        await enqueue(b"7")
+        assert fake.sent[-1][1] == b"7" and fake.sent[-1][0] != fake.sent[-2][0]
+        await enqueue(b"x" * producer._direct_limit)
+        assert fake.sent[-1][1] == b"x" * producer._direct_limit
+
+    asyncio.run(go())
+
+
+def test_the_producer_stays_idempotent_with_acks_all() -> None:
+    async def go() -> None:
+        producer = Producer(Settings(produce_timeout_s=2.0))._new()
+        try:
+            assert producer._txn_manager is not None  # enable_idempotence=True
+            assert producer._sender._acks == -1  # acks="all"
+            assert producer._request_timeout_ms == 2000
+        finally:
+            await producer.stop()  # never started: closes nothing but its client
 
     asyncio.run(go())
