@@ -18,6 +18,7 @@ repeated under several workspaces (as bench/bench_worker.py), only those with a 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import os
@@ -25,6 +26,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -39,10 +41,14 @@ from projections.relationship import (
     fold,
     touch_from_doc,
 )
+from projections.store import ClickHouseStore
+from rapport.process import read_pid
+from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
+from streams.archive import Snapshot, _scan, take_snapshot
 from streams.eventlog import append_records
 from streams.keys import event_key
-from streams.replay import replay
+from streams.replay import INSERT_ROWS, fold_parallelism, replay
 from streams.topics import ensure_topics
 from tests.datasets import collegemsg_interactions
 
@@ -70,6 +76,78 @@ def records(count: int) -> list[tuple[bytes, bytes]]:
                 break
         copy += 1
     return out
+
+
+def bare_read(settings: Settings, snapshot: Snapshot) -> int:
+    """Every record of the snapshot with aiokafka (the replay's consumer settings), nothing else:
+    no JSON, no touches, no rows. Returns the count."""
+    count = 0
+
+    def on_records(partition: int, records: list[Any]) -> None:
+        nonlocal count
+        count += len(records)
+
+    asyncio.run(_scan(settings.kafka_bootstrap, snapshot, on_records))
+    return count
+
+
+def bare_read_forked(settings: Settings, snapshot: Snapshot, parts: int) -> None:
+    """`bare_read` in `parts` forked processes, each its share of the partitions (as the
+    replay's shards read)."""
+    shares: list[dict[int, int]] = [{} for _ in range(parts)]
+    for n, partition in enumerate(sorted(snapshot.ends)):  # as the replay's shards split them
+        shares[n % parts][partition] = snapshot.ends[partition]
+    pids = []
+    for ends in filter(None, shares):
+        share = Snapshot(snapshot.topic, ends, {p: snapshot.begins.get(p, 0) for p in ends})
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = 0 if bare_read(settings, share) == share.total else 1
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError("a bare read process failed")
+
+
+def bare_insert(settings: Settings, source: str, rows: int) -> float:
+    """The replay's interaction rows, as Arrow already, inserted into a fresh table of the same
+    engine (batches of INSERT_ROWS, as the replay's writer): ClickHouse's own cost. Seconds."""
+    store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_database)
+    try:
+        db = settings.clickhouse_database
+        store.command(f"CREATE TABLE {db}.floor_interactions AS {db}.{source}")
+        data = store.client.query_arrow(f"SELECT * FROM {db}.{source}")
+        assert data.num_rows == rows, (data.num_rows, rows)
+        t = time.perf_counter()
+        for number, start in enumerate(range(0, data.num_rows, INSERT_ROWS)):
+            store.client.insert_arrow(
+                f"{db}.floor_interactions",
+                data.slice(start, INSERT_ROWS),
+                settings={"async_insert": 0, "insert_deduplication_token": f"floor:{number}"},
+            )
+        seconds = time.perf_counter() - t
+        got = store.query(f"SELECT count() FROM {db}.floor_interactions").rows[0][0]
+        assert int(got) == rows, (got, rows)
+        return seconds
+    finally:
+        store.close()
+
+
+def cpu_seconds(settings: Settings) -> tuple[float, float]:
+    """CPU used so far by this process and its reaped children (the replay's forked shards),
+    and by the broker: what the work costs whatever else runs on the machine."""
+    mine = os.times()
+    broker = 0.0
+    pid = read_pid(settings.run_dir / "kafka.pid")
+    if pid is not None:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        broker = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return mine.user + mine.system + mine.children_user + mine.children_system, broker
 
 
 class Phases:
@@ -141,16 +219,68 @@ def main() -> None:
         gc.collect()
         registry = WorkspaceRegistry.load(settings.workspaces)
         phases = Phases()
+        cpu_before = cpu_seconds(settings)
         t = time.perf_counter()
         result = replay(settings, registry, 2, progress=phases)
         total = time.perf_counter() - t
+        cpu_after = cpu_seconds(settings)
+        load = os.getloadavg()
         phases._close()
         print(f"replay: {rate(result.events, total)} end to end ({total:.1f} s)")
         for name, seconds in phases.times:
             print(f"  {name:<28} {seconds:6.1f} s")
         print(f"  relationships {result.relationships:,}, tables {result.tables}")
+        replay_cpu = cpu_after[0] - cpu_before[0]
+        broker_cpu = cpu_after[1] - cpu_before[1]
+        cores = os.cpu_count() or 1
+        print(
+            f"  CPU: replay {replay_cpu:.1f} s ({replay_cpu / result.events * 1e6:.1f} us/event), "
+            f"broker {broker_cpu:.1f} s; load average after {load[0]:.2f}"
+        )
+        print(
+            f"  on {cores} idle cores, that CPU allows at most "
+            f"{rate(result.events, (replay_cpu + broker_cpu) / cores)} end to end"
+        )
         print(f"ratio replay / fold (models): {fold_models / total:.2f}x")
-        print(f"ratio replay / fold (touches): {fold_touches / total:.2f}x")
+        print(f"ratio replay / fold (touches): {fold_touches / total:.2f}x", flush=True)
+
+        # The floor: what Kafka and ClickHouse alone cost here, on the same events and rows.
+        snapshot = take_snapshot(settings)
+        t = time.perf_counter()
+        assert bare_read(settings, snapshot) == snapshot.total
+        read_one = time.perf_counter() - t
+        parts = fold_parallelism()
+        t = time.perf_counter()
+        cpu_before = cpu_seconds(settings)
+        bare_read_forked(settings, snapshot, parts)
+        read_forked = time.perf_counter() - t
+        cpu_after = cpu_seconds(settings)
+        read_cpu = sum(cpu_after) - sum(cpu_before)
+        int_rows = result.tables["interactions_v2"]
+        cpu_before = cpu_seconds(settings)
+        insert = bare_insert(settings, "interactions_v2", int_rows)
+        insert_cpu = sum(cpu_seconds(settings)) - sum(cpu_before)  # includes the query back
+        read_best = min(read_one, read_forked)
+        n = result.events
+        print("floor (Kafka and ClickHouse alone, same events and rows):")
+        print(f"  bare read, 1 consumer          {read_one:6.1f} s  {rate(n, read_one)}")
+        label = f"bare read, {parts} processes"
+        print(f"  {label:<30} {read_forked:6.1f} s  {rate(n, read_forked)}")
+        print(f"  bare insert interactions       {insert:6.1f} s  {rate(int_rows, insert)}")
+        print(f"  read then insert allows        {rate(n, read_best + insert)} end to end")
+        print(f"  read and insert overlapped     {rate(n, max(read_best, insert))} end to end")
+        print(
+            f"  CPU: bare read ({parts} processes, broker included) {read_cpu:.1f} s, "
+            f"bare insert (with reading the rows back) {insert_cpu:.1f} s"
+        )
+        print(f"ratio replay / floor (read then insert): {(read_best + insert) / total:.2f}x")
+        budget = cores / 100_000 * 1e6
+        used = (replay_cpu + broker_cpu) / n * 1e6
+        print(
+            f"CPU per event: at 100,000/s {cores} cores give {budget:.1f} us; Kafka and ClickHouse "
+            f"alone use {(read_cpu + insert_cpu) / n * 1e6:.1f} us, the bare fold (one core) "
+            f"{fold_touches / n * 1e6:.1f} us, the replay used {used:.1f} us (broker included)"
+        )
     print(
         f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cpus; "
         f"{args.events:,} events"

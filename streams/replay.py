@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,7 +48,7 @@ from projections.relationship import (
     touch_of,
     view_row,
 )
-from projections.store import ClickHouseStore, SqlReader, is_embedded
+from projections.store import ClickHouseStore, SqlReader, arrow_type, is_embedded
 from projections.tally import Touch
 from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
@@ -255,6 +256,21 @@ def fold_parallelism() -> int:
     return max(1, min(4, cores))
 
 
+def _jobs_of(
+    groups: dict[tuple[str, str], list[list[Touch]]], policy_of: Callable[[str], Policy]
+) -> tuple[list[Job], dict[str, Policy]]:
+    """One job per relationship, its touches sorted by (occurred_at, event_id)."""
+    policies: dict[str, Policy] = {}
+    jobs: list[Job] = []
+    for (workspace, contact), lists in groups.items():
+        touches = lists[0] if len(lists) == 1 else [t for part in lists for t in part]
+        touches.sort(key=_order)
+        if workspace not in policies:
+            policies[workspace] = policy_of(workspace)
+        jobs.append((workspace, contact, touches))
+    return jobs, policies
+
+
 class Recalculation:
     """Collects a log's events (`add`), then folds them in the exact order (`finish`). Pure.
 
@@ -264,8 +280,11 @@ class Recalculation:
     count once, the first one read.
     """
 
-    def __init__(self, workspaces: Collection[str] | None = None) -> None:
+    def __init__(self, workspaces: Collection[str] | None = None, flat_rows: bool = False) -> None:
         self.only = frozenset(workspaces) if workspaces else None
+        # flat_rows: every interaction row goes into one list in read order (`take_rows`), its
+        # contact_id the identity before links, instead of staying with its identity's touches.
+        self._flat: list[list[Any]] | None = [] if flat_rows else None
         self._by_identity: dict[tuple[str, str | None], _Identity] = {}
         self._links: dict[tuple[str, str], tuple[tuple[int, str], str | None]] = {}
         self._seen: set[str] = set()
@@ -315,19 +334,30 @@ class Recalculation:
         self.interactions += 1
         contact = d.contact
         if contact is not None and (d.direction == "inbound" or d.direction == "outbound"):
-            key: tuple[str, str | None] = (workspace, f"{contact.platform}:{contact.user_id}")
+            identity = f"{contact.platform}:{contact.user_id}"
+            key: tuple[str, str | None] = (workspace, identity)
             bucket = self._by_identity.get(key)
             if bucket is None:
-                bucket = self._by_identity[key] = _Identity()
+                bucket = self._by_identity[key] = self._bucket()
             at = epoch_ms(d.occurred_at)  # type: ignore[arg-type]
             bucket.touches.append(touch_of_doc(d, at))
-            bucket.rows.append(row_of_doc(d, "", at))
+            bucket.rows.append(row_of_doc(d, identity, at))
             return
         key = (workspace, None)
         bucket = self._by_identity.get(key)
         if bucket is None:
-            bucket = self._by_identity[key] = _Identity()
+            bucket = self._by_identity[key] = self._bucket()
         bucket.rows.append(row_of_doc(d, ""))
+
+    def _bucket(self) -> _Identity:
+        return _Identity() if self._flat is None else _Identity(rows=self._flat)
+
+    def take_rows(self) -> list[list[Any]]:
+        """The rows collected since the last call (flat_rows only), in read order."""
+        assert self._flat is not None
+        rows = list(self._flat)
+        self._flat.clear()
+        return rows
 
     def _interaction(self, event: Interaction) -> None:
         """An interaction that needed the full parser (an older stored version, upcast)."""
@@ -343,10 +373,10 @@ class Recalculation:
             identity = event.contact.key
         bucket = self._by_identity.get((event.workspace, identity))
         if bucket is None:
-            bucket = self._by_identity[(event.workspace, identity)] = _Identity()
+            bucket = self._by_identity[(event.workspace, identity)] = self._bucket()
         if identity is not None:
             bucket.touches.append(touch_of(event))
-        bucket.rows.append(interaction_values_of(event, ""))
+        bucket.rows.append(interaction_values_of(event, identity or ""))
 
     def _link(self, event: IdentityLinked | IdentityUnlinked) -> None:
         if self.only is not None and event.workspace not in self.only:
@@ -363,6 +393,45 @@ class Recalculation:
         """(workspace, identity) -> contact id, for identities linked in the end."""
         return {key: contact for key, (_, contact) in self._links.items() if contact}
 
+    def summary(self) -> dict[str, Any]:
+        """What a shard of a sharded replay tells the parent after reading (`_Shards`)."""
+        return {
+            "events": self.events,
+            "interactions": self.interactions,
+            "duplicates": self.duplicates,
+            "links": self.links,
+            "invalid": self.invalid,
+            "link_orders": self._links,
+            "identities": [key for key in self._by_identity if key[1] is not None],
+            # Forked shards share the parent's string hash seed: equal ids, equal hashes.
+            "ids": array("q", map(hash, self._seen)),
+            "touches": sum(len(b.touches) for b in self._by_identity.values()),
+        }
+
+    def assign(
+        self, contacts: dict[tuple[str, str], str]
+    ) -> tuple[list[list[Any]], dict[tuple[str, str], list[list[Touch]]]]:
+        """Interaction rows with their resolved contact ids, and the touches of each
+        (workspace, contact) (consumes the collected events). With flat_rows, no rows: they
+        were taken (`take_rows`) and `contact_ids` resolves them."""
+        flat = self._flat is not None
+        groups: dict[tuple[str, str], list[list[Touch]]] = {}
+        rows: list[list[Any]] = []
+        for (workspace, identity), bucket in self._by_identity.items():
+            if identity is None:
+                if not flat:
+                    rows.extend(bucket.rows)  # no contact: contact_id stays ""
+                continue
+            contact = contacts.get((workspace, identity), identity)
+            if not flat:
+                for row in bucket.rows:
+                    row[2] = contact
+                rows.extend(bucket.rows)
+            if bucket.touches:
+                groups.setdefault((workspace, contact), []).append(bucket.touches)
+        self._by_identity = {}
+        return rows, groups
+
     def finish(
         self,
         policy_of: Callable[[str], Policy],
@@ -377,27 +446,8 @@ class Recalculation:
         """
         progress = progress or NoProgress()
         contacts = self.identity_map()
-        groups: dict[tuple[str, str], list[list[Touch]]] = {}
-        rows: list[list[Any]] = []
-        for (workspace, identity), bucket in self._by_identity.items():
-            if identity is None:
-                rows.extend(bucket.rows)  # no contact: contact_id stays ""
-                continue
-            contact = contacts.get((workspace, identity), identity)
-            for row in bucket.rows:
-                row[2] = contact
-            rows.extend(bucket.rows)
-            if bucket.touches:
-                groups.setdefault((workspace, contact), []).append(bucket.touches)
-        self._by_identity = {}
-        policies: dict[str, Policy] = {}
-        jobs: list[Job] = []
-        for (workspace, contact), lists in groups.items():
-            touches = lists[0] if len(lists) == 1 else [t for part in lists for t in part]
-            touches.sort(key=_order)
-            if workspace not in policies:
-                policies[workspace] = policy_of(workspace)
-            jobs.append((workspace, contact, touches))
+        rows, groups = self.assign(contacts)
+        jobs, policies = _jobs_of(groups, policy_of)
         del groups
         total = sum(len(j[2]) for j in jobs)
         progress.phase("folding", total)
@@ -478,6 +528,8 @@ class TableWriter(Protocol):
 
     def write(self, table: str, rows: Iterable[list[Any]], progress: Progress) -> None: ...
 
+    def write_arrow(self, table: str, data: Any, progress: Progress) -> None: ...
+
     def record(self, version: int, event: str, worker_id: str, detail: dict[str, Any]) -> None: ...
 
     def reader(self) -> SqlReader: ...
@@ -494,24 +546,55 @@ class DirectWriter:
         self.store = ClickHouseStore(settings.clickhouse_url, self.database)
         self.store.migrate()
         self.build = ""
+        self._numbers: dict[str, int] = {}
 
     def prepare(self, version: int, build: str) -> None:
         self.build = build
         versions.prepare(self.store, self.database, version, build)
 
+    def _token(self, table: str) -> str:
+        number = self._numbers.get(table, 0)
+        self._numbers[table] = number + 1
+        return f"replay:{self.build}:{table}:{number}"
+
     def write(self, table: str, rows: Iterable[list[Any]], progress: Progress) -> None:
         columns = columns_of(table)
         batch: list[list[Any]] = []
-        number = 0
         for row in rows:
             batch.append(row)
             if len(batch) >= INSERT_ROWS:
-                self.store.insert(table, columns, batch, f"replay:{self.build}:{table}:{number}")
+                self.store.insert(table, columns, batch, self._token(table))
                 progress.advance(len(batch))
-                batch, number = [], number + 1
+                batch = []
         if batch:
-            self.store.insert(table, columns, batch, f"replay:{self.build}:{table}:{number}")
+            self.store.insert(table, columns, batch, self._token(table))
             progress.advance(len(batch))
+
+    def write_arrow(self, table: str, data: Any, progress: Progress) -> None:
+        """Rows as an Arrow table (columns of `columns_of(table)`, times as epoch-ms ints), cast
+        to the table's own types and inserted in batches of INSERT_ROWS."""
+        schema = self._arrow_schema(table)
+        if schema is None:
+            self.write(table, _arrow_rows(data), progress)
+            return
+        data = data.select(schema.names).cast(schema)
+        for start in range(0, data.num_rows, INSERT_ROWS):
+            piece = data.slice(start, INSERT_ROWS)
+            self.store.client.insert_arrow(
+                f"{self.database}.{table}",
+                piece,
+                settings={"async_insert": 0, "insert_deduplication_token": self._token(table)},
+            )
+            progress.advance(piece.num_rows)
+
+    def _arrow_schema(self, table: str) -> Any:
+        import pyarrow as pa
+
+        columns = columns_of(table)
+        described = self.store.query(f"DESCRIBE TABLE {self.database}.{table}").rows
+        types = {str(row[0]): str(row[1]) for row in described}
+        fields = [(name, arrow_type(types.get(name, ""))) for name in columns]
+        return None if any(t is None for _, t in fields) else pa.schema(fields)
 
     def record(self, version: int, event: str, worker_id: str, detail: dict[str, Any]) -> None:
         versions.record(self.store, self.database, version, event, worker_id, detail)
@@ -564,6 +647,9 @@ class WorkerWriter:
             timeout_s=120.0,
         )
 
+    def write_arrow(self, table: str, data: Any, progress: Progress) -> None:
+        self.write(table, _arrow_rows(data), progress)
+
     def record(self, version: int, event: str, worker_id: str, detail: dict[str, Any]) -> None:
         _post(
             f"{self.url}/projections/record",
@@ -575,6 +661,12 @@ class WorkerWriter:
 
     def close(self) -> None:
         pass
+
+
+def _arrow_rows(data: Any) -> Iterator[list[Any]]:
+    """The rows of an Arrow table `_arrow_of` made (times stay epoch-ms ints)."""
+    for row in zip(*(column.to_pylist() for column in data.columns), strict=True):
+        yield list(row)
 
 
 class _Counted:
@@ -768,8 +860,28 @@ def current_ends(settings: Settings, topics: list[str]) -> dict[tuple[str, int],
     return {(t, p): o for t, parts in found.items() for p, o in parts.items()}
 
 
+def prepare_worker_state(settings: Settings, version: int) -> tuple[str, dict[str, str]]:
+    """Check that no worker of `version` runs, and make its changelog topics afresh (a rebuild
+    must not inherit an earlier build's state). Returns its app id and changelog topics."""
+    worker_id = versions.worker_id_for(settings.worker_id, version)
+    state = group_state(settings, worker_id)
+    if state not in ("Empty", "Dead"):
+        raise ReplayError(
+            f"consumer group {worker_id} is {state}: a worker of version {version} is running; "
+            "stop it before rebuilding its version"
+        )
+    topics = changelog_topics(worker_id)
+    ensure_compacted_topics(settings, list(topics.values()), recreate=True)
+    return worker_id, topics
+
+
 def seed_worker_state(
-    settings: Settings, version: int, outcome: Outcome, snapshot: Snapshot, progress: Progress
+    settings: Settings,
+    version: int,
+    outcome: Outcome,
+    snapshot: Snapshot,
+    progress: Progress,
+    prepared: tuple[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Table changelogs and consumer offsets of the worker of `version` (not running yet).
 
@@ -780,15 +892,7 @@ def seed_worker_state(
     not read. Its other topics start at their ends now (what they hold was handled by the worker
     that runs now); `activate` moves them again when that worker has stopped.
     """
-    worker_id = versions.worker_id_for(settings.worker_id, version)
-    state = group_state(settings, worker_id)
-    if state not in ("Empty", "Dead"):
-        raise ReplayError(
-            f"consumer group {worker_id} is {state}: a worker of version {version} is running; "
-            "stop it before rebuilding its version"
-        )
-    topics = changelog_topics(worker_id)
-    ensure_compacted_topics(settings, list(topics.values()), recreate=True)
+    worker_id, topics = prepared or prepare_worker_state(settings, version)
     progress.phase("worker state", len(outcome.changelog) + len(outcome.identities))
     relationships = outcome.changelog
     append_records(
@@ -809,6 +913,344 @@ def seed_worker_state(
     offsets.update({(snapshot.topic, p): end for p, end in snapshot.ends.items()})
     _commit(settings, worker_id, offsets)
     return {"worker_id": worker_id, "changelogs": list(topics.values())}
+
+
+# --- the sharded read and fold (a replay of rapport.events) ------------------------------------
+
+
+class _Overlap(Exception):
+    """The shards' events are not disjoint (an identity or an event id in two of them)."""
+
+
+def _resolve_contacts(data: Any, contacts: dict[tuple[str, str], str]) -> Any:
+    """`_arrow_of` rows whose contact_id is the identity before links (or "" for none), with
+    the contact each linked identity resolves to (as `Recalculation.assign` does row by row)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if data is None or not contacts:
+        return data
+    index = data.schema.get_field_index("contact_id")
+    identity = data.column(index)
+    keys = pc.binary_join_element_wise(data.column("workspace"), identity, "|")
+    linked = pa.array([f"{w}|{i}" for w, i in contacts], type=pa.string())
+    found = pc.index_in(keys, value_set=linked)
+    contact = pc.coalesce(pc.take(pa.array(list(contacts.values()), pa.string()), found), identity)
+    return data.set_column(index, "contact_id", contact)
+
+
+def _arrow_of(rows: list[list[Any]]) -> Any:
+    """Interaction rows as one Arrow table (INTERACTION_COLUMNS; strings, and int64 for the
+    times, still epoch ms, and the numbers; the writer casts to the table's own types)."""
+    import pyarrow as pa
+
+    from projections.schema import INTERACTION_COLUMNS
+
+    if not rows:
+        return None
+    numbers = {"occurred_at", "received_at", "raw_partition", "raw_offset", "schema_version"}
+    types = [pa.int64() if name in numbers else pa.string() for name in INTERACTION_COLUMNS]
+    columns = zip(*rows, strict=True)
+    return pa.Table.from_arrays(
+        [pa.array(c, type=t) for c, t in zip(columns, types, strict=True)],
+        names=list(INTERACTION_COLUMNS),
+    )
+
+
+def _shard_main(
+    conn: Any,
+    settings: Settings,
+    snapshot: Snapshot,
+    workspaces: Collection[str] | None,
+    policy_of: Callable[[str], Policy],
+    read: Any,
+    folded: Any,
+) -> None:
+    """One forked shard: read its partitions, then (told the final identity map) send its
+    interaction rows as Arrow, hand over the relationships other shards share, fold the rest."""
+    import traceback
+
+    try:
+        import pyarrow as pa
+
+        calc = Recalculation(workspaces, flat_rows=True)
+        add = calc.add
+        parts: list[Any] = []
+
+        def handle(batch: list[tuple[bytes | None, bytes]]) -> None:
+            for _, value in batch:
+                add(value)
+            read.value += len(batch)
+            # Rows to Arrow as they come (meanwhile the broker serves the next fetch).
+            made = _arrow_of(calc.take_rows())
+            if made is not None:
+                parts.append(made)
+
+        read_log(settings, snapshot, handle)
+        conn.send(("read", calc.summary()))
+        message = conn.recv()
+        if message[0] != "go":
+            return
+        contacts, shared = message[1], message[2]
+        _, groups = calc.assign(contacts)
+        data = _resolve_contacts(pa.concat_tables(parts), contacts) if parts else None
+        parts.clear()
+        conn.send(("rows", data, 0 if data is None else data.num_rows))
+        del data
+        conn.send(("shared", {key: groups.pop(key) for key in shared if key in groups}))
+        jobs, policies = _jobs_of(groups, policy_of)
+        del groups
+        views: list[tuple[str, dict[str, Any]]] = []
+        changelog: list[tuple[bytes, bytes]] = []
+        for start in range(0, len(jobs), 500):
+            part = jobs[start : start + 500]
+            more = _fold_jobs(part, policies, False)
+            views += more[0]
+            changelog += more[1]
+            folded.value += sum(len(j[2]) for j in part)
+        conn.send(("folded", views, changelog, sorted(policies)))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.send(("error", traceback.format_exc()))
+        raise
+    finally:
+        conn.close()
+
+
+def _partition_shares(snapshot: Snapshot, parts: int) -> list[Snapshot]:
+    """The snapshot's non-empty partitions in `parts` shares of about equal size."""
+    sizes = {p: end - snapshot.begins.get(p, 0) for p, end in snapshot.ends.items()}
+    chosen: list[dict[int, int]] = [{} for _ in range(parts)]
+    loads = [0] * parts
+    for p in sorted((p for p in sizes if sizes[p] > 0), key=lambda p: (-sizes[p], p)):
+        least = loads.index(min(loads))
+        chosen[least][p] = snapshot.ends[p]
+        loads[least] += sizes[p]
+    return [
+        Snapshot(snapshot.topic, ends, {p: snapshot.begins.get(p, 0) for p in ends})
+        for ends in chosen
+        if ends
+    ]
+
+
+class _Shards:
+    """A replay of the log read and folded by forked processes, each owning some partitions.
+
+    rapport.events is keyed by (workspace, identity), so every event of an identity is in one
+    partition and each shard holds whole identities: it reads and decodes its partitions, and
+    once the parent has merged every shard's identity links into the final identity map, it
+    sends its interaction rows (with their contacts, as Arrow), hands over the touches of the
+    relationships whose identities other shards hold too (an identity linked to a contact in
+    another partition; the parent folds those), and folds the rest. The parent only inserts and
+    merges. If two shards hold the same identity or the same event id (the topic's partition
+    count changed), `_Overlap` is raised and the caller replays in one process instead.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        snapshot: Snapshot,
+        workspaces: Collection[str] | None,
+        policy_of: Callable[[str], Policy],
+        parts: int,
+    ) -> None:
+        import multiprocessing
+
+        import pyarrow.compute  # noqa: F401  (imported once here, not in every shard)
+
+        context = multiprocessing.get_context("fork")
+        self.policy_of = policy_of
+        self.conns: list[Any] = []
+        self.procs: list[Any] = []
+        self.read: list[Any] = []
+        self.folded: list[Any] = []
+        self.summaries: list[dict[str, Any]] = []
+        for share in _partition_shares(snapshot, parts):
+            mine, theirs = context.Pipe()
+            read, folded = context.RawValue("q", 0), context.RawValue("q", 0)
+            proc = context.Process(
+                target=_shard_main,
+                args=(theirs, settings, share, workspaces, policy_of, read, folded),
+                name="rapport-replay-shard",
+                daemon=True,
+            )
+            proc.start()
+            theirs.close()
+            self.conns.append(mine)
+            self.procs.append(proc)
+            self.read.append(read)
+            self.folded.append(folded)
+
+    def _recv(self, n: int) -> Any:
+        try:
+            message = self.conns[n].recv()
+        except EOFError:
+            raise ReplayError(
+                f"replay shard {n} exited ({self.procs[n].exitcode}) without answering"
+            ) from None
+        if message[0] == "error":
+            raise ReplayError(f"replay shard {n} failed:\n{message[1]}")
+        return message
+
+    def _poll(self, counters: list[Any], progress: Progress, done: int) -> int:
+        now = int(sum(c.value for c in counters))
+        if now > done:
+            progress.advance(now - done)
+        return max(now, done)
+
+    def read_all(self, progress: Progress) -> None:
+        """Wait until every shard has read its partitions (progress: events read)."""
+        from multiprocessing.connection import wait
+
+        done = 0
+        pending = set(range(len(self.conns)))
+        got: dict[int, dict[str, Any]] = {}
+        while pending:
+            ready = wait([self.conns[n] for n in pending], timeout=0.2)
+            done = self._poll(self.read, progress, done)
+            for conn in ready:
+                n = self.conns.index(conn)
+                got[n] = self._recv(n)[1]
+                pending.discard(n)
+        self._poll(self.read, progress, done)
+        self.summaries = [got[n] for n in range(len(self.conns))]
+
+    def identity_map(self) -> tuple[dict[tuple[str, str], str], list[set[tuple[str, str]]]]:
+        """The final identity map over every shard's links, and per shard the relationships
+        whose identities other shards hold too. `_Overlap` when the shards are not disjoint."""
+        links: dict[tuple[str, str], tuple[tuple[int, str], str | None]] = {}
+        for summary in self.summaries:
+            for key, (order, contact) in summary["link_orders"].items():
+                found = links.get(key)
+                if found is None or order > found[0]:
+                    links[key] = (order, contact)
+        contacts = {key: contact for key, (_, contact) in links.items() if contact}
+        seen_ids: set[int] = set()
+        seen_identities: set[tuple[str, str]] = set()
+        holders: dict[tuple[str, str], set[int]] = {}
+        for n, summary in enumerate(self.summaries):
+            ids = summary["ids"]
+            if not seen_ids.isdisjoint(ids):
+                raise _Overlap("an event id in two shards")
+            seen_ids.update(ids)
+            identities = summary["identities"]
+            if not seen_identities.isdisjoint(identities):
+                raise _Overlap("an identity in two shards")
+            seen_identities.update(identities)
+            for workspace, identity in identities:
+                contact = contacts.get((workspace, identity), identity)
+                holders.setdefault((workspace, contact), set()).add(n)
+        shared = [set() for _ in self.summaries]  # type: list[set[tuple[str, str]]]
+        for key, where in holders.items():
+            if len(where) > 1:
+                for n in where:
+                    shared[n].add(key)
+        return contacts, shared
+
+    def total(self, name: str) -> int:
+        return sum(int(s[name]) for s in self.summaries)
+
+    def go(self, contacts: dict[tuple[str, str], str], shared: list[set[tuple[str, str]]]) -> None:
+        for conn, mine in zip(self.conns, shared, strict=True):
+            conn.send(("go", contacts, mine))
+
+    def rows(self) -> list[tuple[Any, int]]:
+        """Every shard's interaction rows (Arrow tables or None, and their count)."""
+        return [self._recv(n)[1:] for n in range(len(self.conns))]
+
+    def shared(self) -> dict[tuple[str, str], list[list[Touch]]]:
+        merged: dict[tuple[str, str], list[list[Touch]]] = {}
+        for n in range(len(self.conns)):
+            for key, lists in self._recv(n)[1].items():
+                merged.setdefault(key, []).extend(lists)
+        return merged
+
+    def folded_all(
+        self, progress: Progress, done: int
+    ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[bytes, bytes]], set[str]]:
+        from multiprocessing.connection import wait
+
+        views: list[tuple[str, dict[str, Any]]] = []
+        changelog: list[tuple[bytes, bytes]] = []
+        workspaces: set[str] = set()
+        pending = set(range(len(self.conns)))
+        while pending:
+            ready = wait([self.conns[n] for n in pending], timeout=0.2)
+            done = self._poll(self.folded, progress, done)
+            for conn in ready:
+                n = self.conns.index(conn)
+                _, more_views, more_changelog, names = self._recv(n)
+                views += more_views
+                changelog += more_changelog
+                workspaces.update(names)
+                pending.discard(n)
+        self._poll(self.folded, progress, done)
+        return views, changelog, workspaces
+
+    def run(
+        self,
+        policy_of: Callable[[str], Policy],
+        write: Callable[[str, Any], None],
+        int_table: str,
+        progress: Progress,
+    ) -> tuple[Outcome, int]:
+        """After `read_all`: the identity map to the shards, their interaction rows to `write`
+        (called with `int_table` and each Arrow table while the shards fold), the shared
+        relationships folded here, the shards' folds merged. Returns the outcome (no
+        `interaction_rows`: they were written) and how many rows were written."""
+        contacts, shared = self.identity_map()
+        self.go(contacts, shared)
+        tables = self.rows()
+        handed = self.shared()
+        count = sum(n for _, n in tables)
+        # The shards fold meanwhile: the interactions do not depend on the fold.
+        progress.phase("writing " + int_table, count)
+        for data, _ in tables:
+            if data is not None:
+                write(int_table, data)
+        del tables
+        progress.phase("folding", self.total("touches"))
+        done = 0
+        views: list[tuple[str, dict[str, Any]]] = []
+        changelog: list[tuple[bytes, bytes]] = []
+        names: set[str] = set()
+        if handed:  # relationships whose identities are in several shards: folded here
+            jobs, policies = _jobs_of(handed, policy_of)
+            views, changelog, _ = _fold_jobs(jobs, policies, False)
+            names.update(policies)
+            done = sum(len(j[2]) for j in jobs)
+            progress.advance(done)
+        more_views, more_changelog, more_names = self.folded_all(progress, done)
+        views += more_views
+        changelog += more_changelog
+        names.update(more_names)
+        views.sort(key=lambda kv: kv[0])
+        changelog.sort()
+        outcome = Outcome(
+            views=dict(views),
+            changelog=changelog,
+            policies={w: policy_of(w) for w in sorted(names)},
+            identities={f"{w}|{i}": c for (w, i), c in contacts.items()},
+            interaction_rows=[],
+            events=self.total("events"),
+            interactions=self.total("interactions"),
+            duplicates=self.total("duplicates"),
+            links=self.total("links"),
+            invalid=self.total("invalid"),
+        )
+        return outcome, count
+
+    def close(self) -> None:
+        """Stop the shards (told to stop, or terminated when they do not) and reap them."""
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+            conn.close()
+        for proc in self.procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
 
 
 # --- the replay -------------------------------------------------------------------------------
@@ -891,61 +1333,173 @@ def _replay(
     build: str,
 ) -> ReplayResult:
     started = time.perf_counter()
-    calc = Recalculation(workspaces)
     snapshot: Snapshot | None = None
-    if source is None:
-        snapshot = take_snapshot(settings)
-        progress.phase("reading rapport.events", snapshot.total)
-
-        def handle(batch: list[tuple[bytes | None, bytes]]) -> None:
-            for _, value in batch:
-                calc.add(value)
-            progress.advance(len(batch))
-
-        read_log(settings, snapshot, handle)
-    else:
+    policy_of = policies_from(registry)
+    if source is not None:
         progress.phase(f"reading {source.name}", archive_size(source))
+        calc = Recalculation(workspaces)
         for batch in read_archive(source):
             for _, value in batch:
                 calc.add(value)
             progress.advance(len(batch))
-    outcome = calc.finish(policies_from(registry), progress, processes=fold_parallelism())
+        outcome = calc.finish(policy_of, progress, processes=fold_parallelism())
+        return _write(settings, version, build, outcome, None, workspaces, source, progress,
+                      timeout_s, started)  # fmt: skip
+    snapshot = take_snapshot(settings)
+    parts = fold_parallelism()
+    if parts > 1 and len(_partition_shares(snapshot, parts)) > 1:
+        writer: TableWriter | None = None
+        preparing: _Background | None = None
+        shards = _Shards(settings, snapshot, workspaces, policy_of, parts)
+        try:
+            progress.phase("reading rapport.events", snapshot.total)
+            if not workspaces:  # the worker state's topics, made while the shards read
+                preparing = _Background(prepare_worker_state, settings, version)
+            # The parent waits for the shards meanwhile: it opens the tables.
+            writer = writer_for(settings)
+            writer.prepare(version, build)
+            shards.read_all(progress)
+            try:
+                sink = writer
+                outcome, count = shards.run(
+                    policy_of,
+                    lambda table, data: sink.write_arrow(table, data, progress),
+                    versions.versioned_table("interactions", version),
+                    progress,
+                )
+            except _Overlap:
+                shards.close()
+                writer.close()
+                writer = None
+                waited, preparing = preparing, None
+                if waited is not None:
+                    waited.result()
+                return _replay_one(settings, snapshot, workspaces, policy_of, version, build,
+                                   progress, timeout_s, started)  # fmt: skip
+            handed_over, preparing = preparing, None
+            return _write(settings, version, build, outcome, snapshot, workspaces, None,
+                          progress, timeout_s, started, writer=writer,
+                          interactions_written=count, preparing=handed_over)  # fmt: skip
+        except BaseException as exc:
+            if preparing is not None:  # never leave it running; never lose its error
+                try:
+                    preparing.result()
+                except BaseException as also:
+                    exc.add_note(f"the worker state failed too: {also!r}")
+            raise
+        finally:
+            shards.close()
+            if writer is not None:
+                writer.close()
+    return _replay_one(settings, snapshot, workspaces, policy_of, version, build, progress,
+                       timeout_s, started)  # fmt: skip
 
-    writer = writer_for(settings)
-    try:
+
+def _replay_one(
+    settings: Settings,
+    snapshot: Snapshot,
+    workspaces: Collection[str] | None,
+    policy_of: Callable[[str], Policy],
+    version: int,
+    build: str,
+    progress: Progress,
+    timeout_s: float,
+    started: float,
+) -> ReplayResult:
+    """The log read by this process alone (one core, or shards that are not disjoint)."""
+    calc = Recalculation(workspaces)
+    progress.phase("reading rapport.events", snapshot.total)
+
+    def handle(batch: list[tuple[bytes | None, bytes]]) -> None:
+        for _, value in batch:
+            calc.add(value)
+        progress.advance(len(batch))
+
+    read_log(settings, snapshot, handle)
+    outcome = calc.finish(policy_of, progress, processes=fold_parallelism())
+    return _write(settings, version, build, outcome, snapshot, workspaces, None, progress,
+                  timeout_s, started)  # fmt: skip
+
+
+def _write(
+    settings: Settings,
+    version: int,
+    build: str,
+    outcome: Outcome,
+    snapshot: Snapshot | None,
+    workspaces: Collection[str] | None,
+    source: Path | None,
+    progress: Progress,
+    timeout_s: float,
+    started: float,
+    writer: TableWriter | None = None,
+    interactions_written: int | None = None,
+    preparing: _Background | None = None,
+) -> ReplayResult:
+    """Write the versioned tables (the interactions unless already written), the worker state
+    of the version (in a thread, while ClickHouse writes) and the build record."""
+    owned = writer is None
+    if writer is None:
+        writer = writer_for(settings)
         writer.prepare(version, build)
+    seeded = snapshot is not None and not workspaces
+    seeding: _Background | None = None
+    try:
         now_ms = epoch_ms(datetime.now(UTC))
         rel_table = versions.versioned_table("relationships", version)
         int_table = versions.versioned_table("interactions", version)
+        if seeded:
+            assert snapshot is not None
+
+            def seed() -> dict[str, Any]:
+                prepared = preparing.result() if preparing is not None else None
+                return seed_worker_state(
+                    settings, version, outcome, snapshot, NoProgress(), prepared
+                )
+
+            seeding, preparing = _Background(seed), None
         progress.phase("writing " + rel_table, len(outcome.views))
         writer.write(rel_table, outcome.relationship_rows(now_ms), progress)
-        progress.phase("writing " + int_table, len(outcome.interaction_rows))
-        writer.write(int_table, outcome.interaction_rows, progress)
+        interactions = interactions_written
+        if interactions is None:
+            interactions = len(outcome.interaction_rows)
+            progress.phase("writing " + int_table, interactions)
+            writer.write(int_table, outcome.interaction_rows, progress)
         progress.phase("waiting for ClickHouse", None)
         tables = wait_for_rows(
             writer.reader(),
             settings.clickhouse_database,
-            {rel_table: len(outcome.views), int_table: len(outcome.interaction_rows)},
+            {rel_table: len(outcome.views), int_table: interactions},
             timeout_s,
         )
-        seeded = snapshot is not None and not workspaces
         detail: dict[str, Any] = {
             "build": build,
             "source": "kafka" if source is None else str(source),
             "workspaces": sorted(workspaces) if workspaces else None,
             "events": outcome.events,
             "relationships": len(outcome.views),
-            "interactions": len(outcome.interaction_rows),
+            "interactions": interactions,
             "policies": {w: p.version for w, p in sorted(outcome.policies.items())},
             "snapshot": snapshot.to_json() if snapshot else None,
             "seeded": seeded,
         }
-        if seeded:
-            assert snapshot is not None
-            detail.update(seed_worker_state(settings, version, outcome, snapshot, progress))
+        if seeding is not None:
+            progress.phase("worker state", len(outcome.changelog) + len(outcome.identities))
+            detail.update(seeding.result())
+            progress.advance(len(outcome.changelog) + len(outcome.identities))
+            seeding = None
         writer.record(version, "built", versions.worker_id_for(settings.worker_id, version), detail)
+    except BaseException as exc:
+        for running in (seeding, preparing):  # never leave it producing; never lose its error
+            if running is not None:
+                try:
+                    running.result()
+                except BaseException as also:
+                    exc.add_note(f"the worker state failed too: {also!r}")
+        raise
     finally:
-        writer.close()
+        if owned:
+            writer.close()
     return ReplayResult(
         version=version,
         build=build,
@@ -961,6 +1515,30 @@ def _replay(
         snapshot=snapshot.to_json() if snapshot else None,
         tables=tables,
     )
+
+
+class _Background:
+    """A call in a thread of its own; `result()` joins it and raises what it raised."""
+
+    def __init__(self, call: Callable[..., T], *args: Any) -> None:
+        import threading
+
+        self._out: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                self._out["value"] = call(*args)
+            except BaseException as exc:
+                self._out["error"] = exc
+
+        self._thread = threading.Thread(target=run, name="rapport-replay-state", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out.get("value")
 
 
 # --- activation (the swap) --------------------------------------------------------------------

@@ -338,3 +338,90 @@ def test_swap_and_roll_back_exchange_tables_and_keep_every_version(store: ClickH
     versions.prepare(store, db, 3, "b3bis")
     assert _count(store, "interactions_v3") == 0
     assert versions.build_of(store, db, "interactions_v3") == "b3bis"
+
+
+# --- the sharded read (forked shards, each a share of the partitions) --------------------------
+
+
+def _sharded(
+    monkeypatch: pytest.MonkeyPatch, partitions: dict[int, list[bytes]], parts: int = 2
+) -> tuple[Any, list[Any]]:
+    """`_Shards` over an in-memory log (`read_log` replaced; the forks inherit the fake)."""
+    import streams.replay as replay_module
+    from streams.archive import Snapshot
+
+    def fake_read_log(settings: Any, snapshot: Snapshot, handle: Any) -> int:
+        for partition in sorted(snapshot.ends):
+            handle([(None, value) for value in partitions[partition]])
+        return sum(len(partitions[p]) for p in snapshot.ends)
+
+    monkeypatch.setattr(replay_module, "read_log", fake_read_log)
+    snapshot = Snapshot("rapport.events", {p: len(v) for p, v in partitions.items()})
+    policy_of = replay_module.policies_from(REGISTRY)
+    shards = replay_module._Shards(Settings(), snapshot, None, policy_of, parts)
+    written: list[Any] = []
+    try:
+        shards.read_all(replay_module.NoProgress())
+        outcome, count = shards.run(
+            policy_of, lambda table, data: written.append(data), "interactions_v2",
+            replay_module.NoProgress(),
+        )  # fmt: skip
+    finally:
+        shards.close()
+    assert count == sum(t.num_rows for t in written)
+    return outcome, written
+
+
+def test_sharded_replay_equals_one_process(
+    monkeypatch: pytest.MonkeyPatch, real_events: list[Interaction]
+) -> None:
+    from events.models import parse_event
+    from streams.keys import event_key
+    from streams.replay import _arrow_rows
+
+    ann_x, ann_mail = Identity(platform="x", user_id="100"), Identity(platform="email", user_id="a")
+    bob_mail = Identity(platform="email", user_id="b")
+    linked = [
+        _dm(1, ann_x, True, T0),
+        _dm(2, ann_mail, False, T0 + timedelta(hours=1)),
+        _dm(3, ann_x, False, T0 + timedelta(hours=3)),
+        _dm(4, bob_mail, True, T0 + timedelta(hours=4)),
+        _dm(5, ann_mail, True, T0 + timedelta(days=2)),
+    ]
+    arrival = list(real_events) + linked
+    random.Random(3).shuffle(arrival)
+    arrival += arrival[:300]  # redeliveries (same key, same partition)
+    log = [dump_event(e) for e in arrival]
+    log.append(_link(9, ann_mail, "x:100", T0 + timedelta(days=9)))
+    log.append(_link(10, bob_mail, "x:100", T0 + timedelta(days=1)))
+    log.append(_link(11, bob_mail, None, T0 + timedelta(days=3)))
+    # ann's two identities in different shards: her relationship is folded by the parent
+    forced = {b"acme|x:100": 0, b"acme|email:a": 1}
+    partitions: dict[int, list[bytes]] = {0: [], 1: []}
+    for value in log:
+        key = event_key(parse_event(value))
+        partitions[forced.get(key, partition_for(key, 2))].append(value)
+
+    one = recalculate(log, REGISTRY)
+    sharded, tables = _sharded(monkeypatch, partitions)
+    assert sharded.views == one.views
+    assert sharded.changelog == sorted(one.changelog)
+    assert sharded.identities == one.identities == {"acme|email:a": "x:100"}
+    assert (sharded.events, sharded.interactions, sharded.duplicates, sharded.links) == (
+        one.events, one.interactions, one.duplicates, one.links,
+    )  # fmt: skip
+    assert sharded.duplicates == 300
+    rows = sorted(row for table in tables for row in _arrow_rows(table))
+    assert rows == sorted(one.interaction_rows)
+    assert {row[2] for row in rows if row[0] == linked[1].event_id} == {"x:100"}
+
+
+def test_shards_holding_the_same_event_fall_back(
+    monkeypatch: pytest.MonkeyPatch, real_events: list[Interaction]
+) -> None:
+    from streams.replay import _Overlap
+
+    log = [dump_event(e) for e in real_events[:400]]
+    # the same events in two partitions (the partition count changed between deliveries)
+    with pytest.raises(_Overlap):
+        _sharded(monkeypatch, {0: log[:300], 1: log[200:]})
