@@ -118,27 +118,18 @@ class RelationshipState:
         if settled is None:
             settled = msgspec.json.encode(tally_to_json(self.settled))
             object.__setattr__(self, "settled_json", settled)
-        doc = self.to_dict(encoded={"settled": settled, "timeline": timeline})
-        return msgspec.json.encode(doc)
+        return msgspec.json.encode(self._doc(msgspec.Raw(settled), msgspec.Raw(timeline)))
 
-    def to_dict(self, encoded: dict[str, bytes] | None = None) -> dict[str, Any]:
-        if encoded is not None:  # `to_json`: parts already encoded
-            return {
-                "workspace": self.workspace,
-                "contact_id": self.contact_id,
-                "settled": msgspec.Raw(encoded["settled"]),
-                "timeline": msgspec.Raw(encoded["timeline"]),
-                "view": tally_to_json(self.view),
-                "newest": self.newest,
-                "seen": self._packed_seen(),
-                "revision": self.revision,
-                "horizon": None if self.horizon is None else list(self.horizon),
-            }
+    def to_dict(self) -> dict[str, Any]:
+        return self._doc(tally_to_json(self.settled), [t.to_json() for t in self.timeline])
+
+    def _doc(self, settled: Any, timeline: Any) -> dict[str, Any]:
+        """The stored form, with `settled` and `timeline` given as values or encoded JSON."""
         return {
             "workspace": self.workspace,
             "contact_id": self.contact_id,
-            "settled": tally_to_json(self.settled),
-            "timeline": [t.to_json() for t in self.timeline],
+            "settled": settled,
+            "timeline": timeline,
             "view": tally_to_json(self.view),
             "newest": self.newest,
             "seen": self._packed_seen(),  # 16 hex digits each

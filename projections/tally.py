@@ -112,6 +112,18 @@ def _strength(t: Tally, at: int, weight: float, policy: Policy) -> tuple[float, 
     return t.strength + weight * 0.5 ** ((t.strength_at - at) / policy.half_life_ms), t.strength_at
 
 
+def _counted(
+    row: tuple[float, float, int, int], touch: Touch, weight: float
+) -> tuple[float, float, int, int]:
+    """A trailing day's (asks_out, gives_out, inbound, outbound) with one more touch."""
+    a, g, i, o = row
+    if touch.inbound:
+        return a, g, i + 1, o
+    if touch.intent == "ask":
+        return a + weight, g, i, o + 1
+    return a, g + weight, i, o + 1
+
+
 def _trailing(
     t: Tally, touch: Touch, weight: float, policy: Policy, newest: int
 ) -> tuple[Any, ...]:
@@ -120,34 +132,12 @@ def _trailing(
     trailing = t.trailing
     if trailing and trailing[0][0] >= horizon and day >= trailing[-1][0]:
         # The common case (an in-order touch, nothing to drop): change or add the last day only.
-        # Same additions on the same values as the general path below.
         if day == trailing[-1][0]:
-            _, a, g, i, o = trailing[-1]
-            head = trailing[:-1]
-        else:
-            a, g, i, o = 0.0, 0.0, 0, 0
-            head = trailing
-        if touch.inbound:
-            i += 1
-        else:
-            o += 1
-            if touch.intent == "ask":
-                a += weight
-            else:
-                g += weight
-        return (*head, (day, a, g, i, o))
+            return (*trailing[:-1], (day, *_counted(trailing[-1][1:], touch, weight)))
+        return (*trailing, (day, *_counted((0.0, 0.0, 0, 0), touch, weight)))
     rows = {d: (a, g, i, o) for d, a, g, i, o in trailing if d >= horizon}
     if day >= horizon:
-        a, g, i, o = rows.get(day, (0.0, 0.0, 0, 0))
-        if touch.inbound:
-            i += 1
-        else:
-            o += 1
-            if touch.intent == "ask":
-                a += weight
-            else:
-                g += weight
-        rows[day] = (a, g, i, o)
+        rows[day] = _counted(rows.get(day, (0.0, 0.0, 0, 0)), touch, weight)
     return tuple((d, *rows[d]) for d in sorted(rows))
 
 
