@@ -175,7 +175,6 @@ class Deployment:
             "topic_raw": f"{tag}.raw",
             "topic_events": f"{tag}.events",
             "topic_relationship_events": f"{tag}.relationship-events",
-            "topic_relationships": f"{tag}.relationships",
             "topic_deadletters": f"{tag}.deadletters",
             "worker_id": tag,
             "ingest_port": free_port(),

@@ -335,7 +335,6 @@ def lag(settings: Settings) -> dict[str, int]:
         settings.topic_raw,
         settings.topic_events,
         settings.topic_relationship_events,
-        settings.topic_relationships,
         settings.topic_deadletters,
     ]
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="chaos-lag")

@@ -48,7 +48,13 @@ def interaction_row_from_json(data: bytes, contact_id: str) -> tuple[Any, ...] |
     Equal to `interaction_row(parse_event(data), contact_id)` for current-version interactions
     (tested); anything else (older versions, other event types) goes through the full parser.
     """
-    doc = json.loads(data)
+    return interaction_row_from_doc(json.loads(data), data, contact_id)
+
+
+def interaction_row_from_doc(
+    doc: dict[str, Any], data: bytes, contact_id: str
+) -> tuple[Any, ...] | None:
+    """`interaction_row_from_json` of an event whose JSON `data` the caller already decoded."""
     if doc.get("type") != "interaction" or doc.get("schema_version") != 1:
         event = parse_event(data)
         return interaction_row(event, contact_id) if isinstance(event, Interaction) else None

@@ -30,7 +30,6 @@ class Settings(BaseSettings):
     topic_raw: str = "rapport.raw"
     topic_events: str = "rapport.events"
     topic_relationship_events: str = "rapport.relationship-events"
-    topic_relationships: str = "rapport.relationships"
     topic_deadletters: str = "rapport.deadletters"
 
     clickhouse_url: str = "chdb://./.rapport/clickhouse"
@@ -72,12 +71,21 @@ class Settings(BaseSettings):
     worker_rocksdb_block_cache_mb: int = Field(
         16, ge=1, description="RocksDB block cache of each table partition"
     )
-    project_batch_rows: int = Field(2000, ge=1, description="events folded per table write")
-    project_flush_s: float = Field(0.2, gt=0)
-    sink_batch_rows: int = Field(
-        50_000, ge=1, description="a sink batch is flushed at this many rows or after sink_flush_s"
+    project_batch_rows: int = Field(
+        2000,
+        ge=1,
+        description="most events in one project batch (one fold and state write per "
+        "relationship, one insert per table); a batch also ends after sink_flush_s",
     )
-    sink_flush_s: float = Field(1.0, gt=0)
+    sink_batch_rows: int = Field(
+        50_000,
+        ge=1,
+        description="dead-letter and replay sink batches: flushed at this many rows or after "
+        "sink_flush_s",
+    )
+    sink_flush_s: float = Field(
+        1.0, gt=0, description="longest wait before a batch's rows are inserted into ClickHouse"
+    )
     sink_retry_max_s: float = Field(30.0, gt=0)
     worker_admin_sql: bool = Field(
         False, description="serve POST /admin/sql on the worker (tests of ClickHouse failures)"

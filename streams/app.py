@@ -1,13 +1,15 @@
 """The Faust worker: normalize, project relationships (with identity links), sink to ClickHouse.
 
     rapport.raw --normalize--> rapport.events --project (identity + relationship tables)
-                                    |               |        ^
-                                    |               |        +-- rapport.relationship-events
-                                    |               |            (events of linked identities,
-                                    |               v             re-keyed by contact)
-                                    |          rapport.relationships --sink--> relationships
-                                    +--sink--> interactions
+                                                    |        ^
+                                                    |        +-- rapport.relationship-events
+                                                    |            (events of linked identities,
+                                                    v             re-keyed by contact)
+                                      ClickHouse interactions, relationships, relationships_daily
     rapport.deadletters --sink--> dead_letters
+
+`project` inserts each batch's rows itself before the batch is acknowledged: a second consumer
+of the event log and a topic of relationship views cost more CPU per event than the fold.
 
 Agents only load, apply the pure functions (events.delivery, projections.relationship) and save.
 Tables are keyed by the raw bytes of their topic's key, so Faust's table routing finds the
@@ -20,7 +22,7 @@ import contextlib
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -49,9 +51,8 @@ from projections.relationship import (
     view_row,
 )
 from projections.rows import (
-    interaction_row_from_json,
+    interaction_row_from_doc,
     relationship_daily_row,
-    relationship_day,
     relationship_row,
 )
 from projections.schema import (
@@ -78,6 +79,7 @@ from streams.tables import raw_keyed_table, rocksdb_options, stored_dict
 log = logging.getLogger("rapport.worker")
 
 
+PRODUCER_BATCH_BYTES = 512 * 1024
 INTERACTION_MARK = b'"type":"interaction"'  # as events.models.dump_event writes it
 
 
@@ -121,7 +123,6 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             settings.topic_raw,
             settings.topic_events,
             settings.topic_relationship_events,
-            settings.topic_relationships,
             settings.topic_deadletters,
         }
     )
@@ -137,6 +138,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         table_standby_replicas=settings.worker_standby_replicas,
         producer_acks=-1,
         producer_linger_ms=10,  # batch produce requests: most sends are small and many
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_max_request_size=8 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
@@ -173,8 +175,6 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         await app.producer.send(topic_name, key, value, None, None, None)
 
     raw_topic = topic(settings.topic_raw)
-    events_topic = topic(settings.topic_events)
-    relationships_topic = topic(settings.topic_relationships)
     deadletters_topic = topic(settings.topic_deadletters)
 
     store_options = (
@@ -266,24 +266,29 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
 
     @app.agent(projected)
     async def project(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        """Fold a batch in memory, then write each touched relationship once (table + topic).
+        """Fold a batch in memory, write each touched relationship once, then its rows.
 
         `rapport.events` is keyed by identity; an unlinked identity's key is its relationship
         key, so its events are folded right here. Events of a linked identity are re-keyed to
         their contact through `rapport.relationship-events`, which this agent also reads.
+        The batch's ClickHouse rows (its interactions, the relationships it changed and their
+        day) are inserted before the batch is acknowledged: offsets are committed only after
+        ClickHouse has them.
         """
         async for batch in _batches(stream).take_events(
-            settings.project_batch_rows, settings.project_flush_s
+            settings.project_batch_rows, settings.sink_flush_s
         ):
             pending: dict[bytes, list[tuple[Touch, faust.EventT[bytes]]]] = {}
+            interactions: list[tuple[Any, ...]] = []
             for event in batch:
                 try:
-                    found = await _touch_of(event)
+                    found = await _touch_of(event, interactions)
                 except Exception as exc:
                     await quarantine("project", event, exc)
                     continue
                 if found is not None:
                     pending.setdefault(found[0], []).append((found[1], event))
+            views: list[dict[str, Any]] = []
             for key, items in pending.items():
                 workspace, contact = split_key(key)
                 rules = policy(workspace)
@@ -299,30 +304,41 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
                 live.put(key, state)
                 with as_current(items[-1][1]):
                     relationships[key] = state.to_json()
-                # Always emitted, changed or not: an earlier emission may not have landed.
-                await produce(
-                    settings.topic_relationships, key, json.dumps(view_row(state, rules)).encode()
-                )
+                # Always written, changed or not: an earlier write may not have landed.
+                views.append(view_row(state, rules))
+            await _write_rows(batch, interactions, views)
             yield None
 
-    async def _touch_of(event: faust.EventT[bytes]) -> tuple[bytes, Touch] | None:
-        """(relationship key, touch) of one event, or None if it folds into nothing here."""
+    async def _touch_of(
+        event: faust.EventT[bytes], interactions: list[tuple[Any, ...]]
+    ) -> tuple[bytes, Touch] | None:
+        """(relationship key, touch) of one event, or None if it folds into nothing here.
+
+        An event read from the log adds its `interactions` row, with the contact its identity
+        counts for, to `interactions`; a re-keyed copy adds none (its original did).
+        """
         key = cast(bytes, event.key)
         workspace, name = split_key(key)
-        if event.message.topic == settings.topic_events:
+        from_log = event.message.topic == settings.topic_events
+        contact: str | None = name
+        if from_log:
             link = _link_of(event.value)
             if link is not None:
                 with as_current(event):
                     identities[key] = link[0]
                 return None
             contact = _contact_of(key, name)
+        doc = json.loads(event.value)
+        if from_log:
+            row = interaction_row_from_doc(doc, event.value, contact or "")
+            if row is not None:
+                interactions.append(row)
             if contact is None:
                 return None
             if contact != name:  # linked: re-key to the contact's partition
                 target = relationship_key(workspace, contact).encode()
                 await produce(settings.topic_relationship_events, target, event.value)
                 return None
-        doc = json.loads(event.value)
         if doc.get("type") == "interaction" and doc.get("schema_version") == 1:
             touch = touch_from_doc(doc)
         else:  # an older stored version: upcast and validate
@@ -331,70 +347,26 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             touch = touch_of(parsed) if counts and isinstance(parsed, Interaction) else None
         return None if touch is None else (key, touch)
 
-    # Links in the order the interactions sink met them: an interaction after a link counts for
-    # the linked contact even while `project` has not yet written that link to the table.
-    links_seen_by_sink: dict[bytes, str | None] = {}
+    async def _write_rows(
+        batch: Sequence[faust.EventT[Any]],
+        interactions: list[tuple[Any, ...]],
+        views: list[dict[str, Any]],
+    ) -> None:
+        """Insert a project batch's rows; each insert's token comes from the batch's offsets.
 
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def forget_links_seen(sender: faust.App, revoked: Any, **kwargs: Any) -> None:
-        links_seen_by_sink.clear()  # the table catches up; another worker may own them now
-
-    @app.agent(events_topic)
-    async def sink_interactions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for batch in _batches(stream).take_events(
-            settings.sink_batch_rows, settings.sink_flush_s
+        One view per relationship and batch, so `relationships_daily` keeps the relationship's
+        newest revision on the day of its last event, as of each batch.
+        """
+        offsets = [(e.message.topic, e.message.partition, e.message.offset) for e in batch]
+        now = datetime.now(UTC)
+        rows = [relationship_row(v, now) for v in views]
+        day_rows = [r for v in views if (r := relationship_daily_row(v, now)) is not None]
+        for table, columns, table_rows in (
+            ("interactions", INTERACTION_COLUMNS, interactions),
+            ("relationships", RELATIONSHIP_COLUMNS, rows),
+            ("relationships_daily", RELATIONSHIP_DAILY_COLUMNS, day_rows),
         ):
-            rows = []
-            for ev in batch:
-                key = cast(bytes, ev.key)
-                link = _link_of(ev.value)
-                if link is not None:
-                    links_seen_by_sink[key] = link[0]
-                    continue
-                contact = _contact_of(key, split_key(key)[1], links_seen_by_sink)
-                row = interaction_row_from_json(ev.value, contact or "")
-                if row is not None:
-                    rows.append(row)
-            offsets = [(e.message.topic, e.message.partition, e.message.offset) for e in batch]
-            await sink.flush(
-                "interactions", INTERACTION_COLUMNS, rows, batch_token("interactions", offsets)
-            )
-            yield None
-
-    @app.agent(relationships_topic)
-    async def sink_relationships(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for batch in _batches(stream).take_events(
-            settings.sink_batch_rows, settings.sink_flush_s
-        ):
-            # Newest revision per relationship, and per relationship and day of its last event
-            # (the daily history keeps one row per day the relationship changed).
-            latest: dict[bytes, dict[str, Any]] = {}
-            daily: dict[tuple[bytes, int], dict[str, Any]] = {}
-            for ev in batch:
-                view = json.loads(ev.value)
-                key = cast(bytes, ev.key)
-                seen = latest.get(key)
-                if seen is None or view["revision"] >= seen["revision"]:
-                    latest[key] = view
-                day = relationship_day(view)
-                if day is not None:
-                    seen = daily.get((key, day))
-                    if seen is None or view["revision"] >= seen["revision"]:
-                        daily[(key, day)] = view
-            now = datetime.now(UTC)
-            rows = [relationship_row(v, now) for v in latest.values()]
-            day_rows = [r for v in daily.values() if (r := relationship_daily_row(v, now))]
-            offsets = [(e.message.topic, e.message.partition, e.message.offset) for e in batch]
-            await sink.flush(
-                "relationships", RELATIONSHIP_COLUMNS, rows, batch_token("relationships", offsets)
-            )
-            await sink.flush(
-                "relationships_daily",
-                RELATIONSHIP_DAILY_COLUMNS,
-                day_rows,
-                batch_token("relationships_daily", offsets),
-            )
-            yield None
+            await sink.flush(table, columns, table_rows, batch_token(table, offsets))
 
     @app.agent(deadletters_topic)
     async def sink_dead_letters(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:

@@ -905,7 +905,6 @@ def seed_worker_state(
     others = [
         settings.topic_relationship_events,
         settings.topic_raw,
-        settings.topic_relationships,
         settings.topic_deadletters,
         replay_topic(settings),
     ]
@@ -1643,13 +1642,13 @@ def activate(settings: Settings, version: int, progress: Progress | None = None)
         stop_pid_file(settings.run_dir / "worker.pid", timeout_s=60.0)
     moved: dict[tuple[str, int], int] = {}
     if new_group != old_group:
-        # Raw envelopes and dead letters: continue where the worker that ran stopped. Views and
-        # replay records: only what is produced from now on (never another version's rows).
+        # Raw envelopes and dead letters: continue where the worker that ran stopped. Replay
+        # records: only what is produced from now on (never another version's rows).
         handed = committed(settings, old_group)
         for (topic, partition), offset in handed.items():
             if topic in (settings.topic_raw, settings.topic_deadletters):
                 moved[(topic, partition)] = offset
-        moved.update(current_ends(settings, [settings.topic_relationships, replay_topic(settings)]))
+        moved.update(current_ends(settings, [replay_topic(settings)]))
         if group_state(settings, new_group) not in ("Empty", "Dead"):
             raise ReplayError(f"consumer group {new_group} is active: is a worker running?")
         _commit(settings, new_group, moved)

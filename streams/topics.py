@@ -33,7 +33,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_raw, n, {"retention.ms": FOREVER, "max.message.bytes": big}),
         TopicSpec(settings.topic_events, n, {"retention.ms": FOREVER}),
         TopicSpec(settings.topic_relationship_events, n, {"retention.ms": str(7 * 86_400_000)}),
-        TopicSpec(settings.topic_relationships, n, {"cleanup.policy": "compact"}),
         TopicSpec(
             settings.topic_deadletters, n, {"retention.ms": FOREVER, "max.message.bytes": big}
         ),

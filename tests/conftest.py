@@ -54,7 +54,6 @@ def isolated_settings(tmp_path: Path, kafka_bootstrap: str) -> Settings:
         topic_raw=f"t{tag}.raw",
         topic_events=f"t{tag}.events",
         topic_relationship_events=f"t{tag}.relationship-events",
-        topic_relationships=f"t{tag}.relationships",
         topic_deadletters=f"t{tag}.deadletters",
         worker_id=f"rapport-test-{tag}",
         clickhouse_url=f"chdb://{tmp_path / 'clickhouse'}",

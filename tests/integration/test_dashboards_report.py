@@ -163,7 +163,7 @@ def stack(
         home=root / "home", workspaces=root / "workspaces.toml", kafka_bootstrap=kafka_bootstrap,
         partitions=4, topic_raw=f"d{tag}.raw", topic_events=f"d{tag}.events",
         topic_relationship_events=f"d{tag}.relationship-events",
-        topic_relationships=f"d{tag}.relationships", topic_deadletters=f"d{tag}.deadletters",
+        topic_deadletters=f"d{tag}.deadletters",
         worker_id=f"rapport-test-{tag}", clickhouse_url=f"chdb://{root / 'clickhouse'}",
         ingest_port=free_port(), worker_port=free_port(), sink_flush_s=0.3,
     )  # fmt: skip

@@ -107,7 +107,6 @@ def live_ingest(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) 
         partitions=1,
         topic_raw=f"s{tag}.raw",
         topic_events=f"s{tag}.events",
-        topic_relationships=f"s{tag}.relationships",
         topic_deadletters=f"s{tag}.deadletters",
         ingest_port=free_port(),
         max_body_bytes=64 * 1024,
