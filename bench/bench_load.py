@@ -120,11 +120,13 @@ class Answer(Exception):
 class Connection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection: one request at a time, its answer read by length."""
 
-    def __init__(self, done: Callable[[Connection, int], None], lost: Callable[[], None]) -> None:
+    def __init__(
+        self, done: Callable[[Connection, int], None], lost: Callable[[Connection], None]
+    ) -> None:
         self.done, self.lost = done, lost
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
-        self.index = -1  # the delivery in flight on this connection
+        self.index = -1  # the delivery in flight on this connection, -1 when idle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -150,7 +152,7 @@ class Connection(asyncio.Protocol):
         self.done(self, int(head[0].split(" ", 2)[1]))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost()
+        self.lost(self)
 
 
 async def send_schedule(
@@ -178,27 +180,55 @@ async def send_schedule(
         started[index] = time.perf_counter()
         connection.send(index, requests[index])
 
-    def done(connection: Connection, code: int) -> None:
-        answered[connection.index] = time.perf_counter()
-        status[connection.index] = code
+    def answer(index: int, code: int) -> None:
+        answered[index] = time.perf_counter()
+        status[index] = code
         remaining[0] -= 1
         if remaining[0] == 0 and not finished.done():
             finished.set_result(None)
+
+    def done(connection: Connection, code: int) -> None:
+        answer(connection.index, code)
+        connection.index = -1
         if waiting:
             write(connection, waiting.popleft())
         else:
             idle.append(connection)
 
-    def lost() -> None:
+    def lost(connection: Connection) -> None:
+        """The server closed it (its keep-alive timeout on an idle one): replace it."""
+        if connection.index >= 0:  # a request in flight on it failed
+            answer(connection.index, -1)
+        elif connection in idle:
+            idle.remove(connection)
         if not finished.done():
-            finished.set_exception(ConnectionError("the ingest closed a connection"))
+            task = loop.create_task(replace())
+            replacements.add(task)
+            task.add_done_callback(replaced)
+
+    def replaced(task: asyncio.Task[None]) -> None:
+        replacements.discard(task)
+        if not task.cancelled() and task.exception() is not None and not finished.done():
+            finished.set_exception(cast(BaseException, task.exception()))
 
     parts = urllib.parse.urlsplit(url)
-    for _ in range(connections):
+
+    async def connect() -> Connection:
         _, connection = await loop.create_connection(
             lambda: Connection(done, lost), parts.hostname or "127.0.0.1", parts.port or 80
         )
-        idle.append(connection)
+        return connection
+
+    async def replace() -> None:
+        connection = await connect()
+        if waiting:
+            write(connection, waiting.popleft())
+        else:
+            idle.append(connection)
+
+    replacements: set[asyncio.Task[None]] = set()
+    for _ in range(connections):
+        idle.append(await connect())
     index = 0
     while index < count:
         due = min(count, int((time.perf_counter() - t0) * rate) + 1)
@@ -896,7 +926,8 @@ def measure(args: argparse.Namespace) -> Run:
                 time.sleep(1)
             run.sent_done_at = time.time()
             if sender.returncode != 0:
-                raise SystemExit(f"the sender failed; see {root / 'sender.log'}")
+                tail = (root / "sender.log").read_text(errors="replace")[-3000:]
+                raise SystemExit(f"the sender failed (exit {sender.returncode}):\n{tail}")
             with np.load(out) as saved:
                 run.sent = {k: saved[k] for k in saved.files}
             status = run.sent["status"]
