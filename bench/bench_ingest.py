@@ -68,7 +68,7 @@ def serve_bare(port: int) -> None:
     """A server that does what the ingest does minus the work: read the body, answer 200."""
     from aiohttp import web
 
-    from streams.ingest import freeze_startup_heap, new_event_loop
+    from streams.runtime import freeze_startup_heap, new_event_loop
 
     async def deliver(request: web.Request) -> web.Response:
         await request.read()

@@ -252,7 +252,7 @@ async def send_schedule(
 
 def run_sender(params: dict[str, Any], out: Path) -> None:
     """Child entry: build the requests, announce t0 on stdout, run the schedule, save arrays."""
-    from streams.ingest import new_event_loop
+    from streams.runtime import new_event_loop
 
     requests = signed_requests(
         params["url"], params["count"], params["contacts"], params["rate"], time.time()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,6 +27,7 @@ from rapport.settings import Settings
 from rapport.workspaces import WorkspaceConfig, WorkspaceRegistry
 from streams.ingest_metrics import CONTENT_TYPE_LATEST, Metrics
 from streams.ingest_producer import SEND_ERRORS, Producer
+from streams.runtime import freeze_startup_heap, new_event_loop
 from streams.webhooks import PROTOCOLS, Reply, WebhookProtocol
 
 log = logging.getLogger("rapport.ingest")
@@ -242,26 +242,6 @@ def create_ingest_app(settings: Settings, registry: WorkspaceRegistry) -> web.Ap
     app[METRICS] = metrics
     app[PRODUCER] = producer
     return app
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when it is installed (it is a dependency on Linux and macOS), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
-def freeze_startup_heap() -> None:
-    """Keep the garbage collector off what was allocated at startup (modules, settings, app).
-
-    Full collections otherwise walk every object the imports left behind, again and again,
-    while serving: about 5 % of the ingest's time under load. What a request allocates is
-    still collected. The bare server of bench/bench_ingest.py calls this too.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def run_ingest(settings: Settings, registry: WorkspaceRegistry) -> None:

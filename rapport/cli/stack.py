@@ -80,9 +80,12 @@ def register(app: typer.Typer) -> None:
         import faust
 
         from streams.app import create_app
+        from streams.runtime import collect_less_often, freeze_startup_heap, new_event_loop
         from streams.topics import ensure_topics
         from streams.versions import with_active_version
 
+        loop = new_event_loop()  # uvloop: Faust's and aiokafka's many futures cost less
+        asyncio.set_event_loop(loop)
         s = with_active_version(settings())  # the projection version's app id (docs/replay.md)
         registry = workspaces(s)
         ensure_topics(s)
@@ -91,7 +94,9 @@ def register(app: typer.Typer) -> None:
             from streams.admin import register_admin_sql
 
             register_admin_sql(faust_app, faust_app.rapport_sink)  # type: ignore[attr-defined]
-        faust.Worker(faust_app, loglevel="INFO", quiet=True).execute_from_commandline()
+        freeze_startup_heap()
+        collect_less_often()
+        faust.Worker(faust_app, loop=loop, loglevel="INFO", quiet=True).execute_from_commandline()
 
     @app.command()
     def demo(
