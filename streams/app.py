@@ -435,7 +435,8 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             return self.bytes(encode_result(result), content_type="application/json")
 
     app.page("/query")(QueryView)
-    register_replay(app, settings, sink)  # versioned tables from `rapport replay` (issue 7)
+    # versioned tables from `rapport replay` (issue 7); `rapport worker` activates before start
+    app.rapport_activation = register_replay(app, settings, sink)  # type: ignore[attr-defined]
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_clickhouse(sender: faust.App, **kwargs: Any) -> None:

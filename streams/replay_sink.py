@@ -10,15 +10,20 @@ see `streams.replay_rows`), and this agent inserts them in batches through the w
     POST /projections/swap {version}  make this worker's own version the one readers see
     GET  /projections/versions  tables, their versions, and the build/activation log
 
-A worker of version N (settings.projection_version) makes N the active version when it starts,
-before any of its sinks writes (they wait for it): tables are exchanged
-(`streams.versions.ensure_active`) while no worker writes to them.
+A worker of version N (settings.projection_version) makes N the active version before its
+consumer starts (`VersionActivation.run`, called by `rapport worker`): the tables are exchanged
+(`streams.versions.ensure_active`) while no worker writes to them, and the worker then starts
+like any restart. Activating from a task of the running app, with every ClickHouse write held
+until it was done, stalled the new worker: Faust's table recovery resumes fetching before it
+seeks the stream partitions to their committed offsets, so the held first batch was read again,
+and the partitions' commits then advanced one offset per commit interval (the swap test's
+worker stopped folding for minutes, about one run in five; docs/replay.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar, cast
 
@@ -52,14 +57,50 @@ def declare_changelogs(app: faust.App, settings: Settings) -> None:
         log.warning("could not declare the changelog topics %s: %s", names, exc)
 
 
-def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) -> None:
-    """Add the replay sink agent, the /projections views and the start-up activation."""
+class VersionActivation:
+    """The worker's own projection version, made the active one before its consumer starts."""
+
+    def __init__(self, settings: Settings, sink: ClickHouseSink) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.version = settings.projection_version or 1
+        self.previous: int | None = None  # the version active before, once `run` returned
+
+    def run(self, sleep: Callable[[float], None] = time.sleep) -> int:
+        """Exchange the tables (a no-op when the version is active already); returns the version
+        that was active before. Retries while ClickHouse is away (nothing is consumed meanwhile,
+        the ingest keeps accepting into Kafka); raises VersionError when the version is not built.
+        """
+        delay = 0.5
+        while True:
+            try:
+                self.previous = self.sink.call(
+                    lambda store: versions.ensure_active(
+                        store, self.settings.clickhouse_database, self.version,
+                        self.settings.worker_id,
+                    )
+                )  # fmt: skip
+            except versions.VersionError:
+                raise
+            except Exception as exc:
+                log.warning("cannot activate projection version %d yet: %s", self.version, exc)
+                sleep(delay)
+                delay = min(delay * 2, self.settings.sink_retry_max_s)
+                continue
+            log.info("projection version %d is active", self.version)
+            return self.previous
+
+
+def register_replay(
+    app: faust.App, settings: Settings, sink: ClickHouseSink
+) -> VersionActivation:
+    """Add the replay sink agent and the /projections views; returns the start-up activation,
+    which `rapport worker` runs before the app starts."""
     declare_changelogs(app, settings)
     database = settings.clickhouse_database
-    own_version = settings.projection_version
+    activation = VersionActivation(settings, sink)
+    own_version = activation.version
     builds: dict[str, str | None] = {}  # table -> build it was prepared for (cache)
-    activated = asyncio.Event()
-    outcome: dict[str, Any] = {}
 
     async def on_store(fn: Callable[[ClickHouseStore], T]) -> T:
         return await sink._run(fn)  # the sink's thread: the engine is not thread safe
@@ -104,39 +145,6 @@ def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) ->
 
     app.agent(topic, name="rapport.replay_sink")(sink_replay)
 
-    async def activate() -> None:
-        """Make this worker's version the active one, retrying while ClickHouse is away."""
-        delay = 0.5
-        while True:
-            try:
-                outcome["previous"] = await on_store(
-                    lambda store: versions.ensure_active(
-                        store, database, own_version, settings.worker_id
-                    )
-                )
-                outcome["active"] = own_version
-                builds.clear()
-                log.info("projection version %d is active", own_version)
-                break
-            except versions.VersionError as exc:
-                outcome["error"] = str(exc)
-                log.error("%s", exc)
-                activated.set()
-                await app.crash(exc)
-                return
-            except Exception as exc:  # ClickHouse not reachable yet: the sinks wait too
-                log.warning("cannot activate projection version %d yet: %s", own_version, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, settings.sink_retry_max_s)
-        activated.set()
-
-    if own_version:
-        app.task(activate)
-        # No sink writes before the tables are exchanged. (Holding the partition-assignment
-        # signal is not enough: Faust's table recovery resumes fetching on its own, and a first
-        # batch from the snapshot went into the old table.)
-        sink.hold_writes_until(activated)
-
     async def payload(request: Request) -> dict[str, Any]:
         data = await request.json()
         if not isinstance(data, dict):
@@ -180,16 +188,15 @@ def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) ->
             if version != own_version:
                 return self.json(
                     {
-                        "error": f"this worker runs version {own_version or 1}; the worker of "
+                        "error": f"this worker runs version {own_version}; the worker of "
                         f"version {version} makes it active when it starts",
-                        "worker_version": own_version or 1,
+                        "worker_version": own_version,
                     },
                     status=409,
                 )
-            await activated.wait()
-            if "error" in outcome:
-                return self.json({"error": outcome["error"]}, status=409)
-            return self.json({"active": version, "previous": outcome.get("previous")})
+            if activation.previous is None:  # an app started without `rapport worker`
+                return self.json({"error": "this worker did not activate its version"}, status=503)
+            return self.json({"active": version, "previous": activation.previous})
 
     class VersionsView(View):
         async def get(self, request: Request) -> Response:
@@ -207,10 +214,11 @@ def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) ->
                 answer = await on_store(describe)
             except Exception as exc:
                 return self.json({"error": str(exc)}, status=503)
-            answer["worker_version"] = own_version or 1
+            answer["worker_version"] = own_version
             return self.json(answer)
 
     app.page("/projections/prepare")(PrepareView)
     app.page("/projections/record")(RecordView)
     app.page("/projections/swap")(SwapView)
     app.page("/projections/versions")(VersionsView)
+    return activation

@@ -53,15 +53,6 @@ class ClickHouseSink:
         self.last_error: str | None = None  # the most recent failure, kept after recovery
         self.failing: dict[str, str] = {}  # table -> error of the insert being retried now
         self.rows_written: dict[str, int] = {}
-        self._writes_allowed: asyncio.Event | None = None
-
-    def hold_writes_until(self, allowed: asyncio.Event) -> None:
-        """Make every flush wait for `allowed` (set once the tables it writes are the right ones).
-
-        Waiting in the flush itself is what holds the agents back: their offsets are not
-        acknowledged until it returns, whenever Faust resumes fetching after an assignment.
-        """
-        self._writes_allowed = allowed
 
     def _open(self) -> ClickHouseStore:
         if self._store is None:
@@ -73,6 +64,10 @@ class ClickHouseSink:
     async def _run(self, fn: Callable[[ClickHouseStore], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(self._open()))
+
+    def call(self, fn: Callable[[ClickHouseStore], T]) -> T:
+        """`fn(store)` on the sink's thread, from synchronous code (before the app starts)."""
+        return self._executor.submit(lambda: fn(self._open())).result()
 
     async def start(self) -> None:
         """Open the store and apply the schema migrations before the first batch arrives."""
@@ -88,8 +83,6 @@ class ClickHouseSink:
         """Insert `rows` into `table`; on failure wait and try again, never drop them."""
         if not rows:
             return
-        if self._writes_allowed is not None:
-            await self._writes_allowed.wait()
         delay = 0.2
         while True:
             try:

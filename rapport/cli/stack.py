@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         from streams.app import create_app
         from streams.runtime import collect_less_often, freeze_startup_heap, new_event_loop
         from streams.topics import ensure_topics
-        from streams.versions import with_active_version
+        from streams.versions import VersionError, with_active_version
 
         loop = new_event_loop()  # uvloop: Faust's and aiokafka's many futures cost less
         asyncio.set_event_loop(loop)
@@ -94,6 +94,11 @@ def register(app: typer.Typer) -> None:
             from streams.admin import register_admin_sql
 
             register_admin_sql(faust_app, faust_app.rapport_sink)  # type: ignore[attr-defined]
+        try:  # before the consumer starts: its first batch must go into its own tables
+            before = faust_app.rapport_activation.run()  # type: ignore[attr-defined]
+        except VersionError as exc:
+            fail(str(exc))
+        console.print(f"projection version {s.projection_version} is active (was {before})")
         freeze_startup_heap()
         collect_less_often()
         faust.Worker(faust_app, loop=loop, loglevel="INFO", quiet=True).execute_from_commandline()

@@ -103,3 +103,45 @@ def test_a_server_that_is_down_is_retried_not_skipped() -> None:
             sink.close()
 
     assert asyncio.run(scenario()) >= 3
+
+
+def test_a_worker_activates_its_version_before_it_consumes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`rapport worker` exchanges the tables before the app starts: a built version becomes the
+    active one, an unbuilt one is refused, and an unreachable ClickHouse is waited for."""
+    from rapport.settings import Settings
+    from streams import versions
+    from streams.replay_sink import VersionActivation
+
+    url = f"chdb://{tmp_path / 'ch'}"
+    sink = ClickHouseSink(url, "rapport")
+    try:
+        sink.call(lambda store: versions.prepare(store, "rapport", 2, "b2"))
+        v2 = Settings(home=tmp_path, clickhouse_url=url, projection_version=2, worker_id="w-v2")
+        assert VersionActivation(v2, sink).run() == 1
+        assert sink.call(lambda store: versions.active(store, "rapport")) == 2
+        assert VersionActivation(v2, sink).run() == 2  # a restart: already active
+        v3 = v2.model_copy(update={"projection_version": 3, "worker_id": "w-v3"})
+        with pytest.raises(versions.VersionError, match="not built"):
+            VersionActivation(v3, sink).run(sleep=lambda s: None)
+    finally:
+        sink.close()
+
+    away = f"http://127.0.0.1:{free_port()}/rapport"
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 4:
+            raise TimeoutError("gave up waiting (the test)")
+
+    unreachable = ClickHouseSink(away, "rapport")
+    try:
+        settings = Settings(home=tmp_path, clickhouse_url=away, projection_version=2)
+        with pytest.raises(TimeoutError):
+            VersionActivation(settings, unreachable).run(sleep=sleep)
+    finally:
+        unreachable.close()
+    assert waits == [0.5, 1.0, 2.0, 4.0]
+    assert "cannot activate projection version 2 yet" in caplog.text
