@@ -91,9 +91,7 @@ class VersionActivation:
             return self.previous
 
 
-def register_replay(
-    app: faust.App, settings: Settings, sink: ClickHouseSink
-) -> VersionActivation:
+def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) -> VersionActivation:
     """Add the replay sink agent and the /projections views; returns the start-up activation,
     which `rapport worker` runs before the app starts."""
     declare_changelogs(app, settings)
