@@ -13,11 +13,7 @@ see `streams.replay_rows`), and this agent inserts them in batches through the w
 A worker of version N (settings.projection_version) makes N the active version before its
 consumer starts (`VersionActivation.run`, called by `rapport worker`): the tables are exchanged
 (`streams.versions.ensure_active`) while no worker writes to them, and the worker then starts
-like any restart. Activating from a task of the running app, with every ClickHouse write held
-until it was done, stalled the new worker: Faust's table recovery resumes fetching before it
-seeks the stream partitions to their committed offsets, so the held first batch was read again,
-and the partitions' commits then advanced one offset per commit interval (the swap test's
-worker stopped folding for minutes, about one run in five; docs/replay.md).
+like any restart, with no ClickHouse write held back behind a start-up task.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ offset to read, as Kafka stores it) and the known gaps (offsets that hold no mes
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from typing import Any
 
@@ -72,8 +73,15 @@ def test_guarding_twice_wraps_once() -> None:
 class SeekingConsumer:
     """What `perform_seek` uses: the committed offsets Kafka reports, the assignment, seeks."""
 
+    pause_partitions = Consumer.pause_partitions
+    resume_partitions = Consumer.resume_partitions
+    _get_active_partitions = Consumer._get_active_partitions
+    _set_active_tps = Consumer._set_active_tps
+
     def __init__(self, committed: dict[TP, int | None]) -> None:
         self.committed = committed
+        self._active_partitions: set[TP] = set(committed)
+        self._paused_partitions: set[TP] = set()
         self._read_offset: dict[TP, int | None] = defaultdict(lambda: None)
         self._committed_offset: dict[TP, int | None] = defaultdict(lambda: None)
         self.seeks: list[tuple[TP, int]] = []
@@ -87,6 +95,9 @@ class SeekingConsumer:
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
 
+    def _is_changelog_tp(self, tp: TP) -> bool:
+        return tp.topic.endswith("-changelog")
+
 
 def test_partitions_never_committed_are_read_from_the_start_after_an_assignment() -> None:
     import asyncio
@@ -99,3 +110,53 @@ def test_partitions_never_committed_are_read_from_the_start_after_an_assignment(
     consumer = SeekingConsumer({fresh: None, zero: 0, done: 187, other: None})
     asyncio.run(Consumer.perform_seek(consumer))  # type: ignore[arg-type]
     assert sorted(consumer.seeks) == [(fresh, 0), (zero, 0)]  # not the committed one, not others
+
+
+class RecoveringConsumer:
+    """The attributes and methods Faust's `perform_seek` uses, Faust's own pause/resume."""
+
+    pause_partitions = Consumer.pause_partitions
+    resume_partitions = Consumer.resume_partitions
+    _get_active_partitions = Consumer._get_active_partitions
+    _set_active_tps = Consumer._set_active_tps
+
+    def __init__(self, assigned: set[TP], changelogs: set[TP], committed: dict[TP, int]) -> None:
+        self.assigned, self.changelogs, self.committed = assigned, changelogs, committed
+        self._active_partitions: set[TP] = set(assigned)
+        self._paused_partitions: set[TP] = set()
+        self._read_offset: dict[TP, int | None] = defaultdict(lambda: None)
+        self._committed_offset: dict[TP, int | None] = defaultdict(lambda: None)
+        self.active_while_seeking: set[TP] | None = None
+        self.sought: list[tuple[TP, int]] = []
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    def _is_changelog_tp(self, tp: TP) -> bool:
+        return tp in self.changelogs
+
+    async def seek_to_committed(self) -> dict[TP, int]:
+        await asyncio.sleep(0)  # the fetcher runs meanwhile: what may it deliver?
+        self.active_while_seeking = set(self._active_partitions)
+        return self.committed
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.sought.append((tp, offset))
+
+
+def test_stream_partitions_deliver_nothing_while_they_are_sought() -> None:
+    from streams.offsets import read_uncommitted_from_the_start
+
+    read_uncommitted_from_the_start({"rapport.events"})
+    events = {TP("rapport.events", p) for p in range(3)}
+    changelog = TP("w-relationships-changelog", 0)
+    consumer = RecoveringConsumer(
+        events | {changelog}, {changelog}, {TP("rapport.events", 0): 2765,
+                                            TP("rapport.events", 1): 2674}
+    )  # fmt: skip
+    consumer.pause_partitions({TP("rapport.events", 2)})  # paused by someone else: stays so
+    asyncio.run(Consumer.perform_seek(consumer))  # type: ignore[arg-type]
+    assert consumer.active_while_seeking == {changelog}
+    assert consumer._active_partitions == {changelog, *events} - {TP("rapport.events", 2)}
+    assert consumer._read_offset[TP("rapport.events", 0)] == 2765
+    assert consumer.sought == [(TP("rapport.events", 2), 0)]  # no committed offset: from 0
