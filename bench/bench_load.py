@@ -289,6 +289,39 @@ def cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads so far, summed by thread name without its number.
+
+    Names tell the parts apart: the Python thread of the worker, RocksDB's background threads,
+    the embedded ClickHouse's pools, the broker's request handlers and log cleaner.
+    """
+    out: dict[str, float] = collections.defaultdict(float)
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        group = name.rstrip("0123456789-_:# ").lower() or "?"
+        out[group] += (int(fields[11]) + int(fields[12])) / tick
+    return dict(out)
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (/proc/stat)."""
+    values = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / tick, total / tick
+
+
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
@@ -328,9 +361,9 @@ class ResourceSampler(Sampler):
         self.samples: list[dict[str, Any]] = []
 
     def sample(self) -> None:
-        row: dict[str, Any] = {"t": time.time(), "load": loadavg()}
+        row: dict[str, Any] = {"t": time.time(), "load": loadavg(), "machine": machine_cpu_s()}
         for name, pid in self.pids.items():
-            row[name] = {"rss_mb": rss_mb(pid), "cpu_s": cpu_s(pid)}
+            row[name] = {"rss_mb": rss_mb(pid), "cpu_s": cpu_s(pid), "threads": thread_cpu_s(pid)}
         self.samples.append(row)
 
 
@@ -621,6 +654,48 @@ def summary(run: Run) -> dict[str, Any]:
             "samples": len(points),
         }
 
+    def cpu_per_minute() -> list[dict[str, Any]]:
+        """CPU % of one core per minute since t0: the machine, each process and its busiest
+        thread groups, and what the rest of the machine (not this pipeline) took."""
+        samples = [s for s in run.resources if s["t"] >= run.t0]
+        out: list[dict[str, Any]] = []
+        minute = 0
+        while True:
+            start = next((s for s in samples if s["t"] >= run.t0 + 60 * minute), None)
+            end = next((s for s in samples if s["t"] >= run.t0 + 60 * (minute + 1)), None)
+            if start is None or end is None or end["t"] <= start["t"]:
+                return out
+            span = end["t"] - start["t"]
+            row: dict[str, Any] = {
+                "minute": minute,
+                "machine": round((end["machine"][0] - start["machine"][0]) / span * 100, 1),
+            }
+            ours = 0.0
+            for name in names:
+                was, now = start[name], end[name]
+                if was["cpu_s"] is None or now["cpu_s"] is None:
+                    continue
+                ours += now["cpu_s"] - was["cpu_s"]
+                groups = {
+                    g: round((cpu - was["threads"].get(g, 0.0)) / span * 100, 1)
+                    for g, cpu in now["threads"].items()
+                }
+                top = sorted(groups.items(), key=lambda kv: -kv[1])[:5]
+                row[name] = {
+                    "cpu": round((now["cpu_s"] - was["cpu_s"]) / span * 100, 1),
+                    "threads": {g: v for g, v in top if v >= 1.0},
+                }
+            row["others"] = round(row["machine"] - ours / span * 100, 1)
+            out.append(row)
+            minute += 1
+
+    names = [
+        "worker",
+        *(f"worker{n}" for n in range(2, a.workers + 1)),
+        "ingest",
+        "kafka",
+        "sender",
+    ]
     lag_topics = [run.settings["topic_raw"], run.settings["topic_events"]]
     during = [s for s in run.lags if s["t"] <= run.sent_done_at]
     lag = {
@@ -697,16 +772,8 @@ def summary(run: Run) -> dict[str, Any]:
             "drain_s": _round(run.drain_s),
             "warm_up_s": round(run.warm_up_s, 1),
         },
-        "rss": {
-            name: resource(name)
-            for name in (
-                "worker",
-                *(f"worker{n}" for n in range(2, a.workers + 1)),
-                "ingest",
-                "kafka",
-                "sender",
-            )
-        },
+        "rss": {name: resource(name) for name in names},
+        "cpu_per_minute": cpu_per_minute(),
         "consumer_lag": lag,
         "consumer_lag_samples": [
             {"t": round(s["t"] - run.t0, 1), **{t: s[t] for t in lag_topics}} for s in run.lags
@@ -794,6 +861,14 @@ def print_summary(s: dict[str, Any]) -> None:
                 f"{r['rss_max_mb']:8.1f}   {r['rss_slope_mb_per_min']} / "
                 f"{r['rss_slope_second_half_mb_per_min']}   cpu {r['cpu_percent_of_one_core']}%"
             )
+    print("CPU % of one core per minute (machine, others = not this pipeline; busiest threads):")
+    for row in s["cpu_per_minute"]:
+        parts = [f"  minute {row['minute']}: machine {row['machine']}, others {row['others']}"]
+        for name in ("worker", "kafka"):
+            if name in row:
+                threads = ", ".join(f"{g} {v}" for g, v in row[name]["threads"].items())
+                parts.append(f"{name} {row[name]['cpu']} ({threads})")
+        print("; ".join(parts))
     print("consumer lag (records; max / last while sending, after drain):")
     for topic, lag in s["consumer_lag"].items():
         print(

@@ -30,7 +30,16 @@ import msgspec
 from events.models import CONVERSATIONAL_KINDS, Interaction, epoch_ms
 from projections.latency import Latencies
 from projections.policy import DAY_MS, DEFAULT_POLICY, Policy
-from projections.tally import Run, Tally, Touch, qualified_times, step, step_late
+from projections.tally import (
+    Run,
+    Tally,
+    Touch,
+    qualified_times,
+    shared,
+    shared_or_none,
+    step,
+    step_late,
+)
 
 STAGES = ("attention", "attraction", "affinity", "audience")
 
@@ -46,12 +55,12 @@ def touch_of(event: Interaction, contact_id: str | None = None) -> Touch:
         at=epoch_ms(event.occurred_at),
         event_id=event.event_id,
         inbound=event.direction.value == "inbound",
-        kind=event.kind.value,
+        kind=shared(event.kind.value),
         conversational=event.kind.conversational,
-        intent=event.intent.value,
-        platform=event.platform,
-        conversation_id=event.conversation_id,
-        member=event.member,
+        intent=shared(event.intent.value),
+        platform=shared(event.platform),
+        conversation_id=shared_or_none(event.conversation_id),
+        member=shared_or_none(event.member),
     )
 
 
@@ -68,12 +77,12 @@ def touch_from_doc(doc: dict[str, Any]) -> Touch | None:
         at=epoch_ms(datetime.fromisoformat(doc["occurred_at"])),
         event_id=doc["event_id"],
         inbound=doc["direction"] == "inbound",
-        kind=kind,
+        kind=shared(kind),
         conversational=kind in _CONVERSATIONAL,
-        intent=doc.get("intent", "neutral"),
-        platform=doc["platform"],
-        conversation_id=doc.get("conversation_id"),
-        member=doc.get("member"),
+        intent=shared(doc.get("intent", "neutral")),
+        platform=shared(doc["platform"]),
+        conversation_id=shared_or_none(doc.get("conversation_id")),
+        member=shared_or_none(doc.get("member")),
     )
 
 

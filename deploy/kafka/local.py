@@ -114,7 +114,8 @@ class LocalKafka:
         return self.lib_dir
 
     def _classpath(self) -> str:
-        return f"{self.lib_dir}/*:{LOGGING_CONFIG_DIR}"
+        """The jars (fetched first if this machine has none yet) and our logging config."""
+        return f"{self.ensure_jars()}/*:{LOGGING_CONFIG_DIR}"
 
     # --- storage ------------------------------------------------------------------------------
 

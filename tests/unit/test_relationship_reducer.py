@@ -204,6 +204,29 @@ def test_state_survives_its_table_encoding() -> None:
     assert RelationshipState.from_dict(state.to_dict()) == state
 
 
+def test_touches_share_their_repeated_strings_however_they_were_decoded() -> None:
+    """A window's touches repeat kind, intent, platform, conversation and member: one copy each
+    (the live worker keeps every touch of a window in memory; `bench/bench_live_memory.py`)."""
+    from dataclasses import astuple
+
+    from events.models import dump_event
+    from projections.relationship import touch_from_doc
+
+    events = [interaction(i, "a", i % 2 == 0, T0 + i * H, conversation_id="c") for i in range(3)]
+    stored = json.loads(next(iter(fold(events).values())).to_json())
+    decoded = [
+        [touch_of(e) for e in events],
+        [touch_from_doc(json.loads(dump_event(e))) for e in events],
+        list(RelationshipState.from_dict(stored).timeline),
+    ]
+    for touches in decoded:
+        assert [astuple(t) for t in touches] == [astuple(touch_of(e)) for e in events]
+    every = [t for touches in decoded for t in touches]
+    for name in ("kind", "intent", "platform", "conversation_id", "member"):
+        values = {id(getattr(t, name)) for t in every}
+        assert len(values) == 1, name
+
+
 def _views(events: list[Interaction]) -> dict[str, dict[str, Any]]:
     return {k: view_row(s) for k, s in fold(events).items()}
 
