@@ -406,6 +406,22 @@ class LagSampler(Sampler):
         self.consumer.close()
 
 
+class LiveStatesSampler(Sampler):
+    """Each worker's decoded-state cache (`/healthz`): states held, estimated bytes, dropped."""
+
+    def __init__(self, every_s: float, worker_urls: list[str]) -> None:
+        super().__init__(every_s)
+        self.worker_urls = worker_urls
+        self.samples: list[dict[str, Any]] = []
+
+    def sample(self) -> None:
+        row: dict[str, Any] = {"t": time.time()}
+        for n, url in enumerate(self.worker_urls, start=1):
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+                row[f"worker{n}"] = json.loads(response.read())["live_states"]
+        self.samples.append(row)
+
+
 class VisibilityPoller(Sampler):
     """First time each sampled delivery is returned by the worker's read path.
 
@@ -582,6 +598,7 @@ class Run:
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     resources: list[dict[str, Any]] = field(default_factory=list)
     lags: list[dict[str, Any]] = field(default_factory=list)
+    live_states: list[dict[str, Any]] = field(default_factory=list)
     first_seen: dict[int, float] = field(default_factory=dict)
     poll_round_trips: list[float] = field(default_factory=list)
     sampler_errors: list[str] = field(default_factory=list)
@@ -775,11 +792,28 @@ def summary(run: Run) -> dict[str, Any]:
         "rss": {name: resource(name) for name in names},
         "cpu_per_minute": cpu_per_minute(),
         "consumer_lag": lag,
+        "decoded_states": decoded_states(run),
         "consumer_lag_samples": [
             {"t": round(s["t"] - run.t0, 1), **{t: s[t] for t in lag_topics}} for s in run.lags
         ],
         "sampler_errors": run.sampler_errors[:20],
     }
+
+
+def decoded_states(run: Run) -> dict[str, Any]:
+    """Per worker: the most states and estimated MB its cache held, and how many it dropped."""
+    out: dict[str, Any] = {"budget_mb": run.settings.get("worker_live_states_mb")}
+    for name in sorted({k for s in run.live_states for k in s if k != "t"}):
+        held = [s[name] for s in run.live_states if name in s]
+        dropping = (s["t"] - run.t0 for s in run.live_states if s.get(name, {}).get("dropped"))
+        full = next(dropping, None)
+        out[name] = {
+            "states_max": max(h["states"] for h in held),
+            "mb_max": round(max(h["bytes"] for h in held) / 2**20, 1),
+            "dropped": held[-1]["dropped"],
+            "first_drop_after_t0_s": _round(full, 1),
+        }
+    return out
 
 
 def _round(value: float | None, digits: int = 3) -> float | None:
@@ -874,6 +908,16 @@ def print_summary(s: dict[str, Any]) -> None:
         print(
             f"  {topic}: {lag['max_during_send']} / {lag['last_during_send']}, {lag['after_drain']}"
         )
+    states = s["decoded_states"]
+    print(f"decoded-state cache (budget {states['budget_mb']} MB; held max, dropped):")
+    for name, d in states.items():
+        if name != "budget_mb":
+            first = d["first_drop_after_t0_s"]
+            when = f" (the first {first} s after t0)" if first is not None else ""
+            print(
+                f"  {name}: {d['states_max']:,} states, {d['mb_max']} MB estimated; "
+                f"{d['dropped']:,} dropped{when}"
+            )
     if s["sampler_errors"]:
         print(f"sampler errors ({len(s['sampler_errors'])}): {s['sampler_errors'][:3]}")
 
@@ -984,7 +1028,8 @@ def measure(args: argparse.Namespace) -> Run:
             poller = VisibilityPoller(
                 args.poll_s, worker_urls, run.t0, args.rate, count, args.sample_every
             )
-            samplers = [resources, lags, poller]
+            live_states = LiveStatesSampler(args.sample_s, worker_urls)
+            samplers = [resources, lags, poller, live_states]
             for sampler in samplers:
                 sampler.start()
             print(
@@ -1014,6 +1059,7 @@ def measure(args: argparse.Namespace) -> Run:
                 run.sampler_errors += sampler.errors
             lags.close()
             run.resources, run.lags = resources.samples, lags.samples
+            run.live_states = live_states.samples
             run.first_seen, run.poll_round_trips = poller.first_seen, poller.round_trips
             run.rows = sunk_times(worker_urls)
         finally:

@@ -35,10 +35,9 @@ from projections.tally import (
     Tally,
     Touch,
     qualified_times,
-    shared,
-    shared_or_none,
     step,
     step_late,
+    timeline_from_json,
 )
 
 STAGES = ("attention", "attraction", "affinity", "audience")
@@ -55,12 +54,12 @@ def touch_of(event: Interaction, contact_id: str | None = None) -> Touch:
         at=epoch_ms(event.occurred_at),
         event_id=event.event_id,
         inbound=event.direction.value == "inbound",
-        kind=shared(event.kind.value),
+        kind=event.kind.value,
         conversational=event.kind.conversational,
-        intent=shared(event.intent.value),
-        platform=shared(event.platform),
-        conversation_id=shared_or_none(event.conversation_id),
-        member=shared_or_none(event.member),
+        intent=event.intent.value,
+        platform=event.platform,
+        conversation_id=event.conversation_id,
+        member=event.member,
     )
 
 
@@ -77,12 +76,12 @@ def touch_from_doc(doc: dict[str, Any]) -> Touch | None:
         at=epoch_ms(datetime.fromisoformat(doc["occurred_at"])),
         event_id=doc["event_id"],
         inbound=doc["direction"] == "inbound",
-        kind=shared(kind),
+        kind=kind,
         conversational=kind in _CONVERSATIONAL,
-        intent=shared(doc.get("intent", "neutral")),
-        platform=shared(doc["platform"]),
-        conversation_id=shared_or_none(doc.get("conversation_id")),
-        member=shared_or_none(doc.get("member")),
+        intent=doc.get("intent", "neutral"),
+        platform=doc["platform"],
+        conversation_id=doc.get("conversation_id"),
+        member=doc.get("member"),
     )
 
 
@@ -121,7 +120,7 @@ class RelationshipState:
         """
         timeline = self.timeline_json
         if timeline is None:
-            timeline = msgspec.json.encode([t.to_json() for t in self.timeline])
+            timeline = msgspec.json.encode(self.timeline)  # arrays, as `Touch.to_json`
             object.__setattr__(self, "timeline_json", timeline)  # a cache of a frozen value
         settled = self.settled_json
         if settled is None:
@@ -159,7 +158,7 @@ class RelationshipState:
             workspace=data["workspace"],
             contact_id=data["contact_id"],
             settled=tally_from_json(data["settled"]),
-            timeline=tuple(Touch.from_json(t) for t in data["timeline"]),
+            timeline=timeline_from_json(data["timeline"]),
             view=tally_from_json(data["view"]),
             newest=data["newest"],
             seen=_fingerprints(packed),
@@ -300,7 +299,7 @@ def apply_all(
     if rewritten or timeline_json is None:
         timeline_json = None
     elif appended:
-        more = msgspec.json.encode([t.to_json() for t in appended])
+        more = msgspec.json.encode(appended)
         timeline_json = more if timeline_json == b"[]" else timeline_json[:-1] + b"," + more[1:]
     return RelationshipState(
         workspace=state.workspace,

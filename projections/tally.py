@@ -14,13 +14,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import msgspec
+
 from projections.latency import Latencies
 from projections.policy import DAY_MS, Policy
 
 
-@dataclass(frozen=True, slots=True)
-class Touch:
-    """One counted interaction, as much of it as the fold needs (also the timeline entry)."""
+class Touch(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One counted interaction, as much of it as the fold needs (also the timeline entry).
+
+    Stored as a JSON array in field order. A msgspec struct rather than a dataclass: a
+    relationship read back from its table (a worker's cache miss, a restart) converts its whole
+    timeline at once, several times faster (`bench/bench_live_memory.py`), and a touch is
+    smaller (no GC header: it holds only strings, numbers and None, so it is never in a cycle).
+    Its repeated strings (kind, intent, platform, conversation, member) are one shared copy
+    however it was made (`__post_init__`): a live relationship keeps every touch of its
+    lateness window in memory, and a decoded string is a new object each time.
+    """
 
     at: int
     event_id: str
@@ -31,6 +41,16 @@ class Touch:
     platform: str
     conversation_id: str | None = None
     member: str | None = None
+
+    def __post_init__(self) -> None:
+        share = msgspec.structs.force_setattr  # frozen: set once, while it is being made
+        share(self, "kind", sys.intern(self.kind))
+        share(self, "intent", sys.intern(self.intent))
+        share(self, "platform", sys.intern(self.platform))
+        if self.conversation_id is not None:
+            share(self, "conversation_id", sys.intern(self.conversation_id))
+        if self.member is not None:
+            share(self, "member", sys.intern(self.member))
 
     @property
     def order(self) -> tuple[int, str]:
@@ -48,25 +68,12 @@ class Touch:
 
     @classmethod
     def from_json(cls, data: list[Any]) -> Touch:
-        at, event_id, inbound, kind, conversational, intent, platform, conversation, member = data
-        return cls(
-            int(at), event_id, inbound, shared(kind), conversational, shared(intent),
-            shared(platform), shared_or_none(conversation), shared_or_none(member),
-        )  # fmt: skip
+        return cls(*data)
 
 
-def shared(value: str) -> str:
-    """One copy of a string many touches repeat (kind, intent, platform, conversation, member).
-
-    A relationship keeps every touch of its lateness window in memory while it is live, and a
-    decoded string is a new object each time: sharing them saves about a fifth of a touch
-    (`bench/bench_live_memory.py`).
-    """
-    return sys.intern(value)
-
-
-def shared_or_none(value: str | None) -> str | None:
-    return None if value is None else sys.intern(value)
+def timeline_from_json(data: list[list[Any]]) -> tuple[Touch, ...]:
+    """A stored timeline (decoded JSON arrays) in one conversion, each touch type-checked."""
+    return msgspec.convert(data, tuple[Touch, ...])
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         description="decoded relationship states the worker keeps in memory (the table is the "
         "truth; the least recently used are dropped)",
     )
+    worker_live_states_mb: int = Field(
+        512,
+        ge=1,
+        description="memory the decoded states may take (estimated per state from its lateness "
+        "window, streams/live_states.py); past it the least recently used are dropped and read "
+        "back from the table when needed again",
+    )
     worker_rocksdb_write_buffer_mb: int = Field(
         8,
         ge=1,

@@ -233,7 +233,9 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
                     )
             yield None
 
-    live = LiveStates(settings.worker_live_states)  # recently folded states, decoded
+    live = LiveStates(  # recently folded states, decoded
+        settings.worker_live_states, settings.worker_live_states_mb * 1024 * 1024
+    )
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def forget_live_states(sender: faust.App, revoked: Any, **kwargs: Any) -> None:
@@ -396,7 +398,8 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
 
     @app.page("/healthz")
     async def healthz(web_view: View, request: Request) -> Response:
-        return web_view.json({"status": "ok"})
+        held = {"states": len(live), "bytes": live.bytes, "dropped": live.dropped}
+        return web_view.json({"status": "ok", "live_states": held})
 
     class RelationshipView(View):
         """One relationship from the table, answered by the worker that owns its partition."""

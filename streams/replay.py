@@ -49,7 +49,7 @@ from projections.relationship import (
     view_row,
 )
 from projections.store import ClickHouseStore, SqlReader, arrow_type, is_embedded
-from projections.tally import Touch, shared, shared_or_none
+from projections.tally import Touch
 from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
 from streams import versions
@@ -141,12 +141,12 @@ def touch_of_doc(d: _Doc, at: int | None = None) -> Touch:
         at=epoch_ms(d.occurred_at) if at is None else at,  # type: ignore[arg-type]
         event_id=d.event_id,
         inbound=d.direction == "inbound",
-        kind=shared(d.kind),
+        kind=d.kind,
         conversational=d.kind in _CONVERSATIONAL,
-        intent=shared(d.intent),
-        platform=shared(d.platform),
-        conversation_id=shared_or_none(d.conversation_id),
-        member=shared_or_none(d.member),
+        intent=d.intent,
+        platform=d.platform,
+        conversation_id=d.conversation_id,
+        member=d.member,
     )
 
 

@@ -8,7 +8,9 @@ short literal implementation of docs/metrics.md that never looks at the reducers
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -85,9 +87,10 @@ async def post_generic(url: str, bodies: list[bytes]) -> dict[int, int]:
 
 @pytest.fixture
 def stack(isolated_settings: Settings) -> Iterator[Settings]:
-    # A cache of 64 decoded states for hundreds of relationships: most batches fold states the
-    # worker evicted and reads back from its table, and the result must still be exact.
-    settings = isolated_settings.model_copy(update={"worker_live_states": 64})
+    # 1 MB of decoded states for hundreds of relationships (thousands of touches): most batches
+    # fold states the worker dropped and reads back from its table, and the result must still
+    # be exact.
+    settings = isolated_settings.model_copy(update={"worker_live_states_mb": 1})
     settings.workspaces.write_text(workspaces_toml(most_replied_authors(THREAD, 3)))
     services = Stack(settings)
     try:
@@ -135,3 +138,7 @@ def test_collegemsg_and_reddit_match_the_oracle_for_every_relationship(
         settled(reader, workspace, expected)
         actual = {r["contact_id"]: as_oracle_row(r) for r in relationships(reader, workspace)}
         assert compare(actual, expected) == [], workspace
+    with urllib.request.urlopen(f"{settings.worker_url}/healthz", timeout=30) as response:
+        held = json.loads(response.read())["live_states"]
+    assert held["dropped"] > 0, held  # the bound was reached and states were read back
+    assert held["bytes"] <= 1024 * 1024 or held["states"] == 1, held

@@ -1,9 +1,12 @@
-"""The worker's cache of decoded states stays within its bound and keeps the recent ones."""
+"""The worker's cache of decoded states stays within its bounds and keeps the recent ones."""
 
 from __future__ import annotations
 
 from projections.relationship import RelationshipState
-from streams.live_states import LiveStates
+from projections.tally import Touch
+from streams.live_states import SEEN_BYTES, STATE_BYTES, TOUCH_BYTES, LiveStates, footprint
+
+T0 = 1_700_000_000_000
 
 
 def state(n: int) -> RelationshipState:
@@ -29,3 +32,38 @@ def test_it_never_holds_more_than_its_capacity() -> None:
     assert live.get(b"w|x:9999") is not None and live.get(b"w|x:0") is None
     live.clear()
     assert len(live) == 0
+
+
+def grown(n: int, touches: int) -> RelationshipState:
+    """A state with `touches` touches in its window (and as many fingerprints)."""
+    timeline = tuple(
+        Touch(T0 + i, f"{i:016x}{n:016x}", i % 2 == 0, "message", True, "neutral", "x")
+        for i in range(touches)
+    )
+    return RelationshipState(
+        workspace="w",
+        contact_id=f"x:{n}",
+        timeline=timeline,
+        seen=frozenset(t.event_id[:16] for t in timeline),
+    )
+
+
+def test_it_drops_the_least_recent_states_to_stay_within_its_memory_budget() -> None:
+    one = footprint(grown(0, 100))
+    assert one == STATE_BYTES + 100 * (TOUCH_BYTES + SEEN_BYTES)
+    live = LiveStates(capacity=1_000, budget_bytes=3 * one)
+    for n in range(5):
+        live.put(f"w|x:{n}".encode(), grown(n, 100))
+    assert len(live) == 3 and live.bytes == 3 * one and live.dropped == 2
+    assert [live.get(f"w|x:{n}".encode()) is not None for n in range(5)] == [0, 0, 1, 1, 1]
+    live.put(b"w|x:4", grown(4, 10))  # a state replaced by a smaller one frees its difference
+    assert live.bytes == 2 * one + footprint(grown(4, 10))
+
+
+def test_a_state_larger_than_the_whole_budget_is_still_kept_alone() -> None:
+    live = LiveStates(capacity=1_000, budget_bytes=1_000)
+    live.put(b"w|x:0", grown(0, 1))
+    live.put(b"w|x:1", grown(1, 50))
+    assert len(live) == 1 and live.get(b"w|x:1") is not None and live.dropped == 1
+    live.clear()
+    assert len(live) == 0 and live.bytes == 0

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -207,8 +208,6 @@ def test_state_survives_its_table_encoding() -> None:
 def test_touches_share_their_repeated_strings_however_they_were_decoded() -> None:
     """A window's touches repeat kind, intent, platform, conversation and member: one copy each
     (the live worker keeps every touch of a window in memory; `bench/bench_live_memory.py`)."""
-    from dataclasses import astuple
-
     from events.models import dump_event
     from projections.relationship import touch_from_doc
 
@@ -220,7 +219,7 @@ def test_touches_share_their_repeated_strings_however_they_were_decoded() -> Non
         list(RelationshipState.from_dict(stored).timeline),
     ]
     for touches in decoded:
-        assert [astuple(t) for t in touches] == [astuple(touch_of(e)) for e in events]
+        assert [t.to_json() for t in touches] == [touch_of(e).to_json() for e in events]
     every = [t for touches in decoded for t in touches]
     for name in ("kind", "intent", "platform", "conversation_id", "member"):
         values = {id(getattr(t, name)) for t in every}
@@ -386,6 +385,7 @@ def test_sparse_snapshots_and_reloaded_states_fold_like_dense_ones(
         sparse[key] = apply_all(sparse.get(key, fresh), [touch], policy, stride=stride)
         # The stored JSON, partly extended from the previous state's, is the full encoding.
         assert json.loads(sparse[key].to_json()) == json.loads(json.dumps(sparse[key].to_dict()))
+        assert sparse[key].to_json() == msgspec.json.encode(sparse[key].to_dict())  # same bytes
         if n == reload_at:
             sparse = {k: RelationshipState.from_dict(s.to_dict()) for k, s in sparse.items()}
     assert sparse == dense
