@@ -406,20 +406,38 @@ class LagSampler(Sampler):
         self.consumer.close()
 
 
-class LiveStatesSampler(Sampler):
-    """Each worker's decoded-state cache (`/healthz`): states held, estimated bytes, dropped."""
+class WorkerMemorySampler(Sampler):
+    """Where each worker's memory goes: its decoded-state cache and RocksDB (`/healthz`: states
+    held, estimated bytes, dropped; RocksDB's own counts) and the embedded ClickHouse's tracked
+    memory (`system.metrics`, through the worker's `/query`)."""
+
+    TRACKED = "SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'"
 
     def __init__(self, every_s: float, worker_urls: list[str]) -> None:
         super().__init__(every_s)
+        from projections.store import WorkerQueryClient
+
         self.worker_urls = worker_urls
+        self.readers = [WorkerQueryClient(url, timeout_s=5) for url in worker_urls]
         self.samples: list[dict[str, Any]] = []
 
     def sample(self) -> None:
         row: dict[str, Any] = {"t": time.time()}
-        for n, url in enumerate(self.worker_urls, start=1):
+        for n, (url, reader) in enumerate(zip(self.worker_urls, self.readers, strict=True), 1):
             with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
-                row[f"worker{n}"] = json.loads(response.read())["live_states"]
+                health = json.loads(response.read())
+            tracked = reader.query(self.TRACKED).rows
+            row[worker_name(n)] = {
+                "live_states": health["live_states"],
+                "rocksdb": health.get("rocksdb"),
+                "clickhouse": int(tracked[0][0]) if tracked else None,
+            }
         self.samples.append(row)
+
+
+def worker_name(n: int) -> str:
+    """Worker n (1-based) as the resource sampler names it."""
+    return "worker" if n == 1 else f"worker{n}"
 
 
 class VisibilityPoller(Sampler):
@@ -598,7 +616,7 @@ class Run:
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     resources: list[dict[str, Any]] = field(default_factory=list)
     lags: list[dict[str, Any]] = field(default_factory=list)
-    live_states: list[dict[str, Any]] = field(default_factory=list)
+    worker_memory: list[dict[str, Any]] = field(default_factory=list)
     first_seen: dict[int, float] = field(default_factory=dict)
     poll_round_trips: list[float] = field(default_factory=list)
     sampler_errors: list[str] = field(default_factory=list)
@@ -793,6 +811,7 @@ def summary(run: Run) -> dict[str, Any]:
         "cpu_per_minute": cpu_per_minute(),
         "consumer_lag": lag,
         "decoded_states": decoded_states(run),
+        "memory_by_part": memory_by_part(run),
         "consumer_lag_samples": [
             {"t": round(s["t"] - run.t0, 1), **{t: s[t] for t in lag_topics}} for s in run.lags
         ],
@@ -803,16 +822,52 @@ def summary(run: Run) -> dict[str, Any]:
 def decoded_states(run: Run) -> dict[str, Any]:
     """Per worker: the most states and estimated MB its cache held, and how many it dropped."""
     out: dict[str, Any] = {"budget_mb": run.settings.get("worker_live_states_mb")}
-    for name in sorted({k for s in run.live_states for k in s if k != "t"}):
-        held = [s[name] for s in run.live_states if name in s]
-        dropping = (s["t"] - run.t0 for s in run.live_states if s.get(name, {}).get("dropped"))
-        full = next(dropping, None)
+    for name in sorted({k for s in run.worker_memory for k in s if k != "t"}):
+        points = [(s["t"], s[name]["live_states"]) for s in run.worker_memory if name in s]
+        full = next((t - run.t0 for t, held in points if held["dropped"]), None)
         out[name] = {
-            "states_max": max(h["states"] for h in held),
-            "mb_max": round(max(h["bytes"] for h in held) / 2**20, 1),
-            "dropped": held[-1]["dropped"],
+            "states_max": max(held["states"] for _, held in points),
+            "mb_max": round(max(held["bytes"] for _, held in points) / 2**20, 1),
+            "dropped": points[-1][1]["dropped"],
             "first_drop_after_t0_s": _round(full, 1),
         }
+    return out
+
+
+def memory_by_part(run: Run) -> dict[str, list[dict[str, Any]]]:
+    """Per worker and minute since t0 (the last sample in it; -1 before t0): its RSS and what
+    of it the decoded states (by the worker's estimate), RocksDB and the embedded ClickHouse
+    account for; "rest" is the RSS less those (the Python heap besides the states, Faust's and
+    aiokafka's buffers, the allocators' free lists)."""
+    mb = 2**20
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name in sorted({k for s in run.worker_memory for k in s if k != "t"}):
+        rows: list[dict[str, Any]] = []
+        by_minute: dict[int, dict[str, Any]] = {}
+        for sample in run.worker_memory:
+            if name in sample:  # minute -1: the last sample before the deliveries started
+                by_minute[max(int((sample["t"] - run.t0) // 60), -1)] = sample
+        for minute, sample in sorted(by_minute.items()):
+            rss = [r[name]["rss_mb"] for r in run.resources if r["t"] <= sample["t"]]
+            if not rss or rss[-1] is None:
+                continue
+            part = sample[name]
+            rocks = part["rocksdb"] or {}
+            states = part["live_states"]["bytes"] / mb
+            rocksdb = sum(rocks.values()) / mb
+            clickhouse = (part["clickhouse"] or 0) / mb
+            rows.append(
+                {
+                    "minute": minute,
+                    "rss_mb": round(rss[-1], 1),
+                    "states_mb": round(states, 1),
+                    "rocksdb_mb": round(rocksdb, 1),
+                    **{f"rocksdb_{k}_mb": round(v / mb, 1) for k, v in rocks.items()},
+                    "clickhouse_mb": round(clickhouse, 1),
+                    "rest_mb": round(rss[-1] - states - rocksdb - clickhouse, 1),
+                }
+            )
+        out[name] = rows
     return out
 
 
@@ -917,6 +972,21 @@ def print_summary(s: dict[str, Any]) -> None:
             print(
                 f"  {name}: {d['states_max']:,} states, {d['mb_max']} MB estimated; "
                 f"{d['dropped']:,} dropped{when}"
+            )
+    print(
+        "worker memory by part, MB at the end of each minute (decoded states by the worker's "
+        "estimate; RocksDB memtables + block cache + table readers; ClickHouse tracked; rest):"
+    )
+    for name, rows in s["memory_by_part"].items():
+        for r in rows:
+            when = "before" if r["minute"] < 0 else f"minute {r['minute']}"
+            print(
+                f"  {name} {when}: RSS {r['rss_mb']:.0f} = states "
+                f"{r['states_mb']:.0f} + RocksDB {r['rocksdb_mb']:.0f} "
+                f"({r.get('rocksdb_memtables_mb', 0):.0f} + "
+                f"{r.get('rocksdb_block_cache_mb', 0):.0f} + "
+                f"{r.get('rocksdb_table_readers_mb', 0):.0f}) + ClickHouse "
+                f"{r['clickhouse_mb']:.0f} + rest {r['rest_mb']:.0f}"
             )
     if s["sampler_errors"]:
         print(f"sampler errors ({len(s['sampler_errors'])}): {s['sampler_errors'][:3]}")
@@ -1028,8 +1098,8 @@ def measure(args: argparse.Namespace) -> Run:
             poller = VisibilityPoller(
                 args.poll_s, worker_urls, run.t0, args.rate, count, args.sample_every
             )
-            live_states = LiveStatesSampler(args.sample_s, worker_urls)
-            samplers = [resources, lags, poller, live_states]
+            memory = WorkerMemorySampler(args.sample_s, worker_urls)
+            samplers = [resources, lags, poller, memory]
             for sampler in samplers:
                 sampler.start()
             print(
@@ -1059,7 +1129,7 @@ def measure(args: argparse.Namespace) -> Run:
                 run.sampler_errors += sampler.errors
             lags.close()
             run.resources, run.lags = resources.samples, lags.samples
-            run.live_states = live_states.samples
+            run.worker_memory = memory.samples
             run.first_seen, run.poll_round_trips = poller.first_seen, poller.round_trips
             run.rows = sunk_times(worker_urls)
         finally:

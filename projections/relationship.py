@@ -28,8 +28,10 @@ from typing import Any
 import msgspec
 
 from events.models import CONVERSATIONAL_KINDS, Interaction, epoch_ms
+from projections import seen as seen_set
 from projections.latency import Latencies
 from projections.policy import DAY_MS, DEFAULT_POLICY, Policy
+from projections.seen import Seen
 from projections.tally import (
     Run,
     Tally,
@@ -96,16 +98,13 @@ class RelationshipState:
     timeline: tuple[Touch, ...] = ()
     view: Tally = Tally()
     newest: int | None = None
-    seen: frozenset[str] = frozenset()
+    seen: Seen = field(default_factory=seen_set.empty)  # fingerprints, see `projections.seen`
     revision: int = 0
     # The order of the newest touch settled so far: nothing at or before it can be reordered.
     horizon: tuple[int, str] | None = None
     # The view after each timeline touch, or None where not kept (in memory only, see
     # `apply_all`): settling a touch then takes its snapshot instead of stepping it again.
     snapshots: tuple[Tally | None, ...] | None = field(default=None, compare=False, repr=False)
-    # `seen` packed for storage, in the order the fingerprints arrived (appending is cheaper
-    # than sorting every fingerprint again at every write).
-    packed_seen: str | None = field(default=None, compare=False, repr=False)
     # Stored JSON of the timeline and of `settled`, reused or extended by the next state while
     # they only grow (in memory only, see `to_json`).
     timeline_json: bytes | None = field(default=None, compare=False, repr=False)
@@ -140,20 +139,14 @@ class RelationshipState:
             "timeline": timeline,
             "view": tally_to_json(self.view),
             "newest": self.newest,
-            "seen": self._packed_seen(),  # 16 hex digits each
+            "seen": seen_set.packed(self.seen),  # 16 hex digits each, ascending
             "revision": self.revision,
             "horizon": None if self.horizon is None else list(self.horizon),
         }
 
-    def _packed_seen(self) -> str:
-        if self.packed_seen is None:
-            return "".join(sorted(self.seen))
-        return self.packed_seen
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RelationshipState:
         horizon = data.get("horizon")  # absent before the touch cap
-        packed = data["seen"]
         return cls(
             workspace=data["workspace"],
             contact_id=data["contact_id"],
@@ -161,17 +154,10 @@ class RelationshipState:
             timeline=timeline_from_json(data["timeline"]),
             view=tally_from_json(data["view"]),
             newest=data["newest"],
-            seen=_fingerprints(packed),
+            seen=seen_set.unpacked(data["seen"]),
             revision=int(data["revision"]),
             horizon=None if horizon is None else (int(horizon[0]), str(horizon[1])),
-            packed_seen=packed if isinstance(packed, str) else None,
         )
-
-
-def _fingerprints(packed: str | list[str]) -> frozenset[str]:
-    if isinstance(packed, list):  # the first encoding: a list of strings
-        return frozenset(packed)
-    return frozenset(packed[i : i + 16] for i in range(0, len(packed), 16))
 
 
 LIVE_SNAPSHOT_STRIDE = 16  # the live worker keeps one snapshot in 16 (memory), replay all
@@ -230,8 +216,8 @@ def apply_all(
     when needed, which trades a few steps for most of the memory of a long window (the live
     worker). A state read back from its table has none: they are found the same way.
     """
-    seen = set(state.seen)
-    added: list[str] = []
+    seen = state.seen
+    added: set[int] = set()  # fingerprints this call applied, not yet in `seen`
     timeline = list(state.timeline)
     appended: list[Touch] = []  # while the timeline only grows at its end
     rewritten = False
@@ -255,11 +241,10 @@ def apply_all(
         del snaps[:keep]
 
     for touch in touches:
-        fingerprint = touch.event_id[:16]
-        if fingerprint in seen:
+        fingerprint = seen_set.fingerprint(touch.event_id)
+        if fingerprint in added or seen_set.contains(seen, fingerprint):
             continue
-        seen.add(fingerprint)
-        added.append(fingerprint)
+        added.add(fingerprint)
         revision += 1
         order = touch.order
         if (newest is not None and touch.at < newest - lateness) or (
@@ -294,7 +279,6 @@ def apply_all(
                 settle(keep)
         if len(timeline) > cap:  # a very busy relationship: settle its oldest touches early
             settle(len(timeline) - cap)
-    packed = state._packed_seen() + "".join(added) if added else state.packed_seen
     timeline_json = state.timeline_json
     if rewritten or timeline_json is None:
         timeline_json = None
@@ -308,11 +292,10 @@ def apply_all(
         timeline=tuple(timeline),
         view=view,
         newest=newest,
-        seen=frozenset(seen),
+        seen=seen_set.merged(seen, added),
         revision=revision,
         horizon=horizon,
         snapshots=tuple(snaps),
-        packed_seen=packed,
         timeline_json=timeline_json,
         settled_json=state.settled_json if settled is state.settled else None,
     )

@@ -74,7 +74,7 @@ from streams.offsets import (
 )
 from streams.replay_sink import register_replay
 from streams.sink import ClickHouseSink, batch_token
-from streams.tables import raw_keyed_table, rocksdb_options, stored_dict
+from streams.tables import raw_keyed_table, rocksdb_memory, rocksdb_options, stored_dict
 
 log = logging.getLogger("rapport.worker")
 
@@ -399,7 +399,8 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
     @app.page("/healthz")
     async def healthz(web_view: View, request: Request) -> Response:
         held = {"states": len(live), "bytes": live.bytes, "dropped": live.dropped}
-        return web_view.json({"status": "ok", "live_states": held})
+        rocksdb = rocksdb_memory((identities, relationships))
+        return web_view.json({"status": "ok", "live_states": held, "rocksdb": rocksdb})
 
     class RelationshipView(View):
         """One relationship from the table, answered by the worker that owns its partition."""

@@ -11,6 +11,7 @@ RocksDB store cannot read its own values back.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -57,6 +58,33 @@ def rocksdb_options(write_buffer_mb: int, block_cache_mb: int) -> dict[str, int]
         "block_cache_size": block_cache_mb * mb,
         "block_cache_compressed_size": block_cache_mb * mb,
     }
+
+
+ROCKSDB_MEMORY = {  # what RocksDB itself counts of its memory, by the name /healthz reports
+    "memtables": "rocksdb.cur-size-all-mem-tables",
+    "block_cache": "rocksdb.block-cache-usage",
+    "table_readers": "rocksdb.estimate-table-readers-mem",  # index and filter blocks
+}
+
+
+def rocksdb_memory(tables: Iterable[Any]) -> dict[str, int] | None:
+    """Bytes RocksDB holds for these tables' open partitions (each has its own memtables and
+    block cache), by RocksDB's own properties; None for a store that is not RocksDB.
+
+    The worker's memory is its decoded states, RocksDB and the embedded ClickHouse; this is the
+    part only the worker can see (it reads Faust's open databases, `Store._dbs`).
+    """
+    totals = dict.fromkeys(ROCKSDB_MEMORY, 0)
+    found = False
+    for table in tables:
+        dbs = getattr(table.data, "_dbs", None)
+        if dbs is None:
+            continue
+        found = True
+        for db in list(dbs.values()):
+            for name, prop in ROCKSDB_MEMORY.items():
+                totals[name] += db.property_int_value(prop) or 0
+    return totals if found else None
 
 
 def raw_keyed_table(

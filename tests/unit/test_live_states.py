@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from projections import seen as seen_set
 from projections.relationship import RelationshipState
 from projections.tally import Touch
 from streams.live_states import SEEN_BYTES, STATE_BYTES, TOUCH_BYTES, LiveStates, footprint
@@ -44,7 +45,9 @@ def grown(n: int, touches: int) -> RelationshipState:
         workspace="w",
         contact_id=f"x:{n}",
         timeline=timeline,
-        seen=frozenset(t.event_id[:16] for t in timeline),
+        seen=seen_set.merged(
+            seen_set.empty(), {seen_set.fingerprint(t.event_id) for t in timeline}
+        ),
     )
 
 

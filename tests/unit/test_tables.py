@@ -12,7 +12,13 @@ from faust.serializers import codecs
 from events.ids import event_id
 from events.models import Direction, Identity, Interaction, Kind
 from projections.relationship import RelationshipState, fold
-from streams.tables import TABLE_CODEC, raw_keyed_table, rocksdb_options, stored_dict
+from streams.tables import (
+    TABLE_CODEC,
+    raw_keyed_table,
+    rocksdb_memory,
+    rocksdb_options,
+    stored_dict,
+)
 
 
 def _state() -> RelationshipState:
@@ -71,3 +77,18 @@ def test_encoded_states_pass_through_and_read_back_from_either_store() -> None:
     assert written == state.to_json()  # not encoded twice
     for stored in (written, codec.loads(written)):  # memory store / RocksDB or changelog
         assert RelationshipState.from_dict(stored_dict(stored)) == state
+
+
+def test_rocksdb_memory_counts_what_the_open_partitions_hold(tmp_path: Path) -> None:
+    app = faust.App("t", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
+    options = rocksdb_options(write_buffer_mb=8, block_cache_mb=16)
+    table = raw_keyed_table(app, "relationships", 4, dict, options)
+    assert rocksdb_memory([table]) == {"memtables": 0, "block_cache": 0, "table_readers": 0}
+    for partition in (0, 3):
+        db = table.data._db_for_partition(partition)
+        for n in range(100):
+            db[f"w|{n}".encode()] = b"x" * 10_000  # 1 MB per partition, in its memtable
+    held = rocksdb_memory([table])
+    assert held is not None and held["memtables"] >= 2 * 1_000_000, held
+    in_memory = faust.App("m", store="memory://", autodiscover=False)
+    assert rocksdb_memory([raw_keyed_table(in_memory, "relationships", 4, dict)]) is None
