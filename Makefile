@@ -42,7 +42,7 @@ lint: setup
 
 # `make bench` runs the load bench for one minute; `make load` is its 10-minute run (docs/benchmarks.md).
 BENCH_LOAD_ARGS ?= --seconds 60
-LOAD_ARGS ?= --rate 1000 --seconds 600 --json /tmp/rapport-bench-load.json
+LOAD_ARGS ?= --rate 1000 --seconds 600 --live-states-mb 64 --json /tmp/rapport-bench-load.json
 
 bench: setup
 	@for b in bench/bench_*.py; do \

@@ -1037,6 +1037,8 @@ def measure(args: argparse.Namespace) -> Run:
     run = Run(args=args, load_before=loadavg())
     count = int(args.rate * args.seconds)
     with private_broker(partitions=args.partitions) as (settings, root):
+        if args.live_states_mb is not None:
+            settings = settings.model_copy(update={"worker_live_states_mb": args.live_states_mb})
         settings.workspaces.write_text(
             "".join(
                 f'[workspaces.{ws}]\naccounts = [{{ platform = "x", user_id = "{OWNED}" }}]\n'
@@ -1156,6 +1158,11 @@ def main() -> int:
     parser.add_argument("--poll-s", type=float, default=0.25, help="visibility poll interval")
     parser.add_argument("--sample-s", type=float, default=10.0, help="RSS and lag interval")
     parser.add_argument("--drain-s", type=float, default=300.0, help="wait for the last rows")
+    parser.add_argument(
+        "--live-states-mb",
+        type=int,
+        help="the worker's decoded-state budget (RAPPORT_WORKER_LIVE_STATES_MB; default: its own)",
+    )
     parser.add_argument("--json", type=Path, help="write the summary here")
     parser.add_argument("--sender", nargs=2, metavar=("OUT", "PARAMS"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -145,6 +145,28 @@ class RelationshipState:
         }
 
     @classmethod
+    def from_json(cls, raw: bytes) -> RelationshipState:
+        """The stored JSON back, in one typed pass: `from_dict(json.loads(raw))`, faster.
+
+        A worker reads a state back at every decoded-state cache miss; decoding its timeline
+        straight into touches skips building a list per touch and converting it afterwards
+        (`bench/bench_live_memory.py` times both).
+        """
+        doc = _STORED.decode(raw)
+        horizon = doc.horizon
+        return cls(
+            workspace=doc.workspace,
+            contact_id=doc.contact_id,
+            settled=tally_from_json(doc.settled),
+            timeline=doc.timeline,
+            view=tally_from_json(doc.view),
+            newest=doc.newest,
+            seen=seen_set.unpacked(doc.seen),
+            revision=doc.revision,
+            horizon=None if horizon is None else (horizon[0], horizon[1]),
+        )
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RelationshipState:
         horizon = data.get("horizon")  # absent before the touch cap
         return cls(
@@ -158,6 +180,23 @@ class RelationshipState:
             revision=int(data["revision"]),
             horizon=None if horizon is None else (int(horizon[0]), str(horizon[1])),
         )
+
+
+class _StoredState(msgspec.Struct):
+    """The stored form of a `RelationshipState` (`_doc`), as `from_json` decodes it."""
+
+    workspace: str
+    contact_id: str
+    settled: dict[str, Any]
+    timeline: tuple[Touch, ...]
+    view: dict[str, Any]
+    newest: int | None
+    seen: str | list[str]
+    revision: int
+    horizon: tuple[int, str] | None = None  # absent before the touch cap
+
+
+_STORED = msgspec.json.Decoder(_StoredState)
 
 
 LIVE_SNAPSHOT_STRIDE = 16  # the live worker keeps one snapshot in 16 (memory), replay all

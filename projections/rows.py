@@ -107,12 +107,10 @@ def relationship_day(view: dict[str, Any]) -> int | None:
     return None if last is None else last // DAY_MS
 
 
-def relationship_daily_row(view: dict[str, Any], updated_at: datetime) -> tuple[Any, ...] | None:
-    """A row of `relationships_daily`: the day of the last event, then the relationship row."""
+def relationship_date(view: dict[str, Any]) -> date | None:
+    """The UTC date of a relationship view's last event: the first column of its daily row."""
     day = relationship_day(view)
-    if day is None:
-        return None
-    return (date.fromordinal(_EPOCH_ORDINAL + day), *relationship_row(view, updated_at))
+    return None if day is None else date.fromordinal(_EPOCH_ORDINAL + day)
 
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()

@@ -52,7 +52,7 @@ from projections.relationship import (
 )
 from projections.rows import (
     interaction_row_from_doc,
-    relationship_daily_row,
+    relationship_date,
     relationship_row,
 )
 from projections.schema import (
@@ -74,7 +74,13 @@ from streams.offsets import (
 )
 from streams.replay_sink import register_replay
 from streams.sink import ClickHouseSink, batch_token
-from streams.tables import raw_keyed_table, rocksdb_memory, rocksdb_options, stored_dict
+from streams.tables import (
+    STATE_CODEC,
+    raw_keyed_table,
+    rocksdb_memory,
+    rocksdb_options,
+    stored_state,
+)
 
 log = logging.getLogger("rapport.worker")
 
@@ -187,7 +193,9 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         else None
     )
     identities = raw_keyed_table(app, "identities", settings.partitions, str, store_options)
-    relationships = raw_keyed_table(app, "relationships", settings.partitions, dict, store_options)
+    relationships = raw_keyed_table(
+        app, "relationships", settings.partitions, dict, store_options, STATE_CODEC
+    )
 
     @app.task
     async def open_clickhouse() -> None:
@@ -244,8 +252,11 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
     def _state(key: bytes) -> RelationshipState | None:
         state = live.get(key)
         if state is None:
-            stored = relationships.get(key)
-            state = RelationshipState.from_dict(stored_dict(stored)) if stored else None
+            try:  # one store read: `Table.get` asks the store whether it holds the key first
+                stored = relationships[key]
+            except KeyError:
+                return None
+            state = stored_state(stored) if stored else None
         return state
 
     def _contact_of(
@@ -367,7 +378,11 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         offsets = [(e.message.topic, e.message.partition, e.message.offset) for e in batch]
         now = datetime.now(UTC)
         rows = [relationship_row(v, now) for v in views]
-        day_rows = [r for v in views if (r := relationship_daily_row(v, now)) is not None]
+        day_rows = [
+            (date, *row)
+            for v, row in zip(views, rows, strict=True)
+            if (date := relationship_date(v)) is not None
+        ]
         for table, columns, table_rows in (
             ("interactions", INTERACTION_COLUMNS, interactions),
             ("relationships", RELATIONSHIP_COLUMNS, rows),
@@ -414,7 +429,7 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
             stored = relationships.get(key)
             if not stored:
                 return self.json({"error": "no such relationship"}, status=404)
-            state = RelationshipState.from_dict(stored_dict(stored))
+            state = stored_state(stored)
             return self.json(view_row(state, policy(workspace)))
 
     app.page("/relationships/{workspace}/{contact_id}")(RelationshipView)

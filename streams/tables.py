@@ -18,7 +18,10 @@ import faust
 import msgspec
 from faust.serializers import codecs
 
+from projections.relationship import RelationshipState
+
 TABLE_CODEC = "rapport-json"
+STATE_CODEC = "rapport-json-undecoded"  # the relationships table: decoded by its reader
 
 
 class _MsgspecJson(codecs.Codec):
@@ -39,13 +42,34 @@ class _MsgspecJson(codecs.Codec):
         return msgspec.json.decode(s)
 
 
+class _UndecodedJson(_MsgspecJson):
+    """Writes as `_MsgspecJson`; reads the JSON back as bytes, for the caller to decode.
+
+    A relationship state is decoded by `RelationshipState.from_json` in one typed pass (its
+    timeline straight into touches), about twice as fast as a generic decode and a conversion
+    after it: the worker does that at every decoded-state cache miss.
+    """
+
+    def _loads(self, s: bytes) -> Any:
+        return bytes(s)
+
+
 codecs.register(TABLE_CODEC, _MsgspecJson())
+codecs.register(STATE_CODEC, _UndecodedJson())
 
 
 def stored_dict(stored: Any) -> Any:
     """A table value as read back: decoded by the store (RocksDB, a recovered changelog), or the
     JSON bytes the worker wrote (the in-memory store keeps what it was given)."""
     return msgspec.json.decode(stored) if isinstance(stored, bytes) else stored
+
+
+def stored_state(stored: bytes | dict[str, Any]) -> RelationshipState:
+    """A relationship state as read back from its table: JSON bytes (`STATE_CODEC`), or a
+    decoded document (a table written with `TABLE_CODEC` before)."""
+    if isinstance(stored, bytes | bytearray | memoryview):
+        return RelationshipState.from_json(bytes(stored))
+    return RelationshipState.from_dict(stored)
 
 
 def rocksdb_options(write_buffer_mb: int, block_cache_mb: int) -> dict[str, int]:
@@ -93,6 +117,7 @@ def raw_keyed_table(
     partitions: int,
     value_type: type,
     options: dict[str, Any] | None = None,
+    value_serializer: str = TABLE_CODEC,
 ) -> Any:
     """A table with raw byte keys (no default value) whose changelog recovers on restart."""
     plain = None if value_type is dict else value_type  # JSON objects decode to dicts as they are
@@ -100,7 +125,7 @@ def raw_keyed_table(
         name, default=None, partitions=partitions, value_type=plain, options=options
     )
     table.key_serializer = "raw"  # both are read when the store is first opened, not before
-    table.value_serializer = TABLE_CODEC
+    table.value_serializer = value_serializer
     table.changelog_topic = app.topic(
         table._changelog_topic_name(),
         schema=table.schema,

@@ -203,6 +203,7 @@ def test_state_survives_its_table_encoding() -> None:
     events = [interaction(i, "a", i % 3 == 0, T0 + i * H, conversation_id="c") for i in range(30)]
     state = next(iter(fold(events).values()))
     assert RelationshipState.from_dict(state.to_dict()) == state
+    assert RelationshipState.from_json(state.to_json()) == state  # the worker's typed decode
 
 
 def test_touches_share_their_repeated_strings_however_they_were_decoded() -> None:
@@ -354,6 +355,9 @@ def test_state_written_without_horizon_still_reads() -> None:
     # as the seen-set was stored then: first 16 digits of each id, in the order they arrived
     doc["seen"] = "".join(e.event_id[:16] for e in reversed(events))
     assert RelationshipState.from_dict(doc) == state
+    assert RelationshipState.from_json(json.dumps(doc).encode()) == state
+    doc["seen"] = [e.event_id[:16] for e in events]  # the first encoding: a list
+    assert RelationshipState.from_json(json.dumps(doc).encode()) == state
 
 
 @settings(max_examples=150, deadline=None)
@@ -388,7 +392,7 @@ def test_sparse_snapshots_and_reloaded_states_fold_like_dense_ones(
         assert json.loads(sparse[key].to_json()) == json.loads(json.dumps(sparse[key].to_dict()))
         assert sparse[key].to_json() == msgspec.json.encode(sparse[key].to_dict())  # same bytes
         if n == reload_at:
-            sparse = {k: RelationshipState.from_dict(s.to_dict()) for k, s in sparse.items()}
+            sparse = {k: RelationshipState.from_json(s.to_json()) for k, s in sparse.items()}
     assert sparse == dense
     assert {k: view_row(s, policy) for k, s in sparse.items()} == {
         k: view_row(s, policy) for k, s in dense.items()
@@ -405,6 +409,6 @@ def test_imported_ids_count_once_each_and_stay_apart_after_read_back() -> None:
     state = next(iter(fold(events).values()))
     assert state.view.count == len(ids)  # ids sharing 16 characters are not duplicates
     back = RelationshipState.from_dict(json.loads(state.to_json()))
-    assert back == state
+    assert back == state == RelationshipState.from_json(state.to_json())
     again = apply_all(back, [touch_of(e) for e in events], DEFAULT_POLICY)
     assert again.view.count == len(ids) and again.revision == state.revision

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from events.adapters import normalize
 from events.envelope import RawEnvelope
 from events.models import RawPointer, dump_event, parse_event
-from projections.rows import interaction_row, interaction_row_from_json
+from projections.rows import interaction_row, interaction_row_from_json, relationship_date
 from rapport.workspaces import WorkspaceConfig
 from tests.conftest import FIXTURES
 
@@ -73,3 +73,12 @@ def test_touch_from_json_equals_touch_of_the_validated_event() -> None:
             assert touch_from_doc(doc) == (touch_of(event) if counts else None), path.name
             compared += counts
     assert compared > 10
+
+
+def test_a_relationship_counts_on_the_utc_day_of_its_last_event() -> None:
+    """The first column of a `relationships_daily` row: the UTC date, at both edges of a day."""
+    at = int(datetime(2024, 2, 29, tzinfo=UTC).timestamp() * 1000)
+    assert relationship_date({"last_contact_at": at}) == date(2024, 2, 29)
+    assert relationship_date({"last_contact_at": at - 1}) == date(2024, 2, 28)
+    assert relationship_date({"last_contact_at": 0}) == date(1970, 1, 1)
+    assert relationship_date({"last_contact_at": None}) is None
