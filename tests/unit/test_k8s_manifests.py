@@ -360,6 +360,24 @@ def test_worker_replicas_fit_the_partitions_and_the_standbys() -> None:
     assert strategy["maxSurge"] == 0
 
 
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+def test_the_worker_memory_limit_holds_what_its_settings_let_it_take() -> None:
+    """docs/operations.md's sizing: the decoded-state budget, RocksDB's bounds for every table
+    partition the worker has open (its share and the standby copies), and the process (about
+    650-700 MB under load in `make load`)."""
+    replicas = _one("Deployment", "rapport-worker")["spec"]["replicas"]
+    owned = -(-SETTINGS.partitions // replicas)  # the largest share
+    open_partitions = owned * (1 + SETTINGS.worker_standby_replicas)
+    per_table = 2 * SETTINGS.worker_rocksdb_write_buffer_mb + SETTINGS.worker_rocksdb_block_cache_mb
+    needed_mb = SETTINGS.worker_live_states_mb + open_partitions * 2 * per_table + 700
+    limit = _container("worker")["resources"]["limits"]["memory"]
+    assert _bytes(limit) >= needed_mb * 2**20, (limit, needed_mb)
+
+
 def _worker_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]:
     import streams.replay_sink
 
