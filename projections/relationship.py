@@ -153,7 +153,6 @@ class RelationshipState:
         (`bench/bench_live_memory.py` times both).
         """
         doc = _STORED.decode(raw)
-        horizon = doc.horizon
         return cls(
             workspace=doc.workspace,
             contact_id=doc.contact_id,
@@ -163,7 +162,7 @@ class RelationshipState:
             newest=doc.newest,
             seen=seen_set.unpacked(doc.seen),
             revision=doc.revision,
-            horizon=None if horizon is None else (horizon[0], horizon[1]),
+            horizon=doc.horizon,
         )
 
     @classmethod

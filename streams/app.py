@@ -379,9 +379,9 @@ def create_app(settings: Settings, registry: WorkspaceRegistry) -> faust.App:
         now = datetime.now(UTC)
         rows = [relationship_row(v, now) for v in views]
         day_rows = [
-            (date, *row)
+            (day, *row)
             for v, row in zip(views, rows, strict=True)
-            if (date := relationship_date(v)) is not None
+            if (day := relationship_date(v)) is not None
         ]
         for table, columns, table_rows in (
             ("interactions", INTERACTION_COLUMNS, interactions),

@@ -18,7 +18,6 @@ from streams.tables import (
     raw_keyed_table,
     rocksdb_memory,
     rocksdb_options,
-    stored_dict,
     stored_state,
 )
 
@@ -78,7 +77,7 @@ def test_encoded_states_pass_through_and_read_back_from_either_store() -> None:
     written = codec.dumps(state.to_json())
     assert written == state.to_json()  # not encoded twice
     for stored in (written, codec.loads(written)):  # memory store / RocksDB or changelog
-        assert RelationshipState.from_dict(stored_dict(stored)) == state
+        assert stored_state(stored) == state
 
 
 def test_rocksdb_memory_counts_what_the_open_partitions_hold(tmp_path: Path) -> None:
