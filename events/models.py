@@ -86,7 +86,8 @@ def to_utc_ms(value: datetime) -> datetime:
 
 def epoch_ms(value: datetime) -> int:
     """Milliseconds since the epoch of an aware datetime."""
-    return int(value.timestamp() * 1000 + (0.5 if value.timestamp() >= 0 else -0.5))
+    seconds = value.timestamp()
+    return int(seconds * 1000 + (0.5 if seconds >= 0 else -0.5))
 
 
 class Identity(BaseModel):

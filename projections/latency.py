@@ -83,6 +83,20 @@ class Latencies:
             return Latencies(sketched=True)._add_many([*self.buffer[:size], ms])
         return self._add_many([ms])
 
+    def add_many(self, values: list[int], limit: int) -> Latencies:
+        """`add` of each value in turn, with one copy of the buffer while they stay exact."""
+        if not values:
+            return self
+        size = self.size
+        if self.sketched or size + len(values) > limit:
+            out = self
+            for ms in values:
+                out = out.add(ms, limit)
+            return out
+        buffer = self.buffer[:size]
+        buffer.extend([ms if ms > 0 else 0 for ms in values])
+        return Latencies(buffer=buffer, size=len(buffer))
+
     def _add_many(self, values: list[int]) -> Latencies:
         zeros = self.zeros
         counts = dict(self.buckets)

@@ -2,7 +2,8 @@
 
     rapport.events (snapshot: end offsets now) or an archive
         -> Recalculation (pure): final identity map, events grouped by (workspace, contact),
-           sorted by (occurred_at, event_id), folded with `apply_all` and each workspace's policy
+           sorted by (occurred_at, event_id), folded (`replayed`: `apply_all` of the whole
+           history at once) with each workspace's policy
         -> relationships_vN, interactions_vN (through the worker that owns the embedded engine,
            or directly) + the Faust state of the worker of version N (table changelogs, consumer
            group offsets at the snapshot)
@@ -17,6 +18,7 @@ holds for events that arrived on time. docs/replay.md describes the procedure.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import time
@@ -43,8 +45,8 @@ from events.models import (
 from projections.policy import Policy, policy_for
 from projections.relationship import (
     RelationshipState,
-    apply_all,
     relationship_key,
+    replayed,
     touch_of,
     view_row,
 )
@@ -65,6 +67,7 @@ from streams.replay_rows import (
 
 T = TypeVar("T")
 INSERT_ROWS = 100_000
+ARROW_ROWS = 8_192  # a shard turns its interaction rows into Arrow this many at a time
 COUNTS = frozenset({"inbound", "outbound"})
 
 
@@ -197,6 +200,15 @@ class Outcome:
     links: int
     invalid: int
     states: dict[str, RelationshipState] | None = None  # kept when asked (tests)
+    # The rows of relationships folded by replay shards, as Arrow (`relationship_arrow`):
+    # they are not in `views`.
+    relationship_tables: list[Any] = field(default_factory=list)
+    # Table records the shards produced to the changelog themselves: not in `changelog`.
+    changelog_produced: int = 0
+
+    @property
+    def relationships(self) -> int:
+        return len(self.views) + sum(int(t.num_rows) for t in self.relationship_tables)
 
     def relationship_rows(self, updated_at_ms: int) -> Iterator[list[Any]]:
         for view in self.views.values():
@@ -211,13 +223,10 @@ def _fold_jobs(
     kept: list[RelationshipState] = []
     for workspace, contact, touches in jobs:
         policy = policies[workspace]
-        fresh = RelationshipState(workspace=workspace, contact_id=contact)
-        state = apply_all(fresh, touches, policy)
+        state = replayed(workspace, contact, touches, policy)
         key = relationship_key(workspace, contact)
         views.append((key, view_row(state, policy)))
-        changelog.append(
-            (key.encode(), json.dumps(state.to_dict(), separators=(",", ":")).encode())
-        )
+        changelog.append((key.encode(), state.to_json()))  # the bytes the live worker writes
         if keep_states:
             kept.append(state)
     return views, changelog, kept
@@ -351,6 +360,11 @@ class Recalculation:
 
     def _bucket(self) -> _Identity:
         return _Identity() if self._flat is None else _Identity(rows=self._flat)
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows collected and not taken yet (flat_rows only)."""
+        return 0 if self._flat is None else len(self._flat)
 
     def take_rows(self) -> list[list[Any]]:
         """The rows collected since the last call (flat_rows only), in read order."""
@@ -894,7 +908,7 @@ def seed_worker_state(
     """
     worker_id, topics = prepared or prepare_worker_state(settings, version)
     progress.phase("worker state", len(outcome.changelog) + len(outcome.identities))
-    relationships = outcome.changelog
+    relationships = outcome.changelog  # those the replay's shards did not produce themselves
     append_records(
         settings, topics["relationships"], relationships, timeout_s=120, progress=progress.advance
     )
@@ -911,7 +925,11 @@ def seed_worker_state(
     offsets = current_ends(settings, others)
     offsets.update({(snapshot.topic, p): end for p, end in snapshot.ends.items()})
     _commit(settings, worker_id, offsets)
-    return {"worker_id": worker_id, "changelogs": list(topics.values())}
+    return {
+        "worker_id": worker_id,
+        "changelogs": list(topics.values()),
+        "relationship_records": len(relationships) + outcome.changelog_produced,
+    }
 
 
 # --- the sharded read and fold (a replay of rapport.events) ------------------------------------
@@ -956,6 +974,56 @@ def _arrow_of(rows: list[list[Any]]) -> Any:
     )
 
 
+def relationship_arrow(views: list[dict[str, Any]]) -> Any:
+    """`relationship_values` of each view as one Arrow table, updated_at 0 (the writer stamps
+    it, `_stamped`); times stay epoch-ms ints, the writer casts to the table's types. A shard
+    sends its rows this way: Arrow crosses the pipe at the cost of a copy, a dict per view
+    costs the parent more to unpickle and turn into rows than the shard to build."""
+    import pyarrow as pa
+
+    def values(name: str) -> list[Any]:
+        if name == "updated_at":
+            return [0] * len(views)
+        if name == "last_platform":
+            return [v["last_platform"] or "" for v in views]
+        return [v[name] for v in views]
+
+    types = _relationship_arrow_types()
+    return pa.Table.from_arrays(
+        [pa.array(values(name), type=t) for name, t in types.items()], names=list(types)
+    )
+
+
+@functools.cache
+def _relationship_arrow_types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    from projections.schema import RELATIONSHIP_COLUMNS, RELATIONSHIP_TIME_COLUMNS
+
+    special = {
+        "workspace": pa.string(), "contact_id": pa.string(), "last_platform": pa.string(),
+        "stage": pa.string(), "policy_version": pa.string(), "ask_only": pa.bool_(),
+        "qualified_at": pa.list_(pa.int64()), "platforms": pa.list_(pa.string()),
+        "members": pa.list_(pa.string()), "updated_at": pa.int64(),
+    }  # fmt: skip
+    whole = {"interactions", "our_replies", "their_replies", "qualified_conversations",
+             "platform_moves", "late_events", "revision"}  # fmt: skip
+    return {
+        name: special.get(name)
+        or (pa.int64() if name in RELATIONSHIP_TIME_COLUMNS or name in whole else pa.float64())
+        for name in RELATIONSHIP_COLUMNS
+    }
+
+
+def _stamped(data: Any, updated_at_ms: int) -> Any:
+    """`relationship_arrow` rows with their updated_at."""
+    import pyarrow as pa
+
+    index = data.schema.get_field_index("updated_at")
+    stamp = pa.array([updated_at_ms] * data.num_rows, type=pa.int64())
+    return data.set_column(index, "updated_at", stamp)
+
+
 def _shard_main(
     conn: Any,
     settings: Settings,
@@ -976,21 +1044,27 @@ def _shard_main(
         add = calc.add
         parts: list[Any] = []
 
-        def handle(batch: list[tuple[bytes | None, bytes]]) -> None:
-            for _, value in batch:
-                add(value)
-            read.value += len(batch)
-            # Rows to Arrow as they come (meanwhile the broker serves the next fetch).
+        def to_arrow() -> None:
             made = _arrow_of(calc.take_rows())
             if made is not None:
                 parts.append(made)
 
+        def handle(batch: list[tuple[bytes | None, bytes]]) -> None:
+            for _, value in batch:
+                add(value)
+            read.value += len(batch)
+            # Rows to Arrow as they come (meanwhile the broker serves the next fetch), a few
+            # fetches at a time: per row, 500 rows cost 3 times what 5,000 do.
+            if calc.pending_rows >= ARROW_ROWS:
+                to_arrow()
+
         read_log(settings, snapshot, handle)
+        to_arrow()
         conn.send(("read", calc.summary()))
         message = conn.recv()
         if message[0] != "go":
             return
-        contacts, shared = message[1], message[2]
+        contacts, shared, changelog_topic = message[1], message[2], message[3]
         _, groups = calc.assign(contacts)
         data = _resolve_contacts(pa.concat_tables(parts), contacts) if parts else None
         parts.clear()
@@ -1007,7 +1081,13 @@ def _shard_main(
             views += more[0]
             changelog += more[1]
             folded.value += sum(len(j[2]) for j in part)
-        conn.send(("folded", views, changelog, sorted(policies)))
+        table = relationship_arrow([view for _, view in views])
+        del views
+        produced = 0
+        if changelog_topic is not None:  # the worker state: this shard's records, from here
+            append_records(settings, changelog_topic, changelog, timeout_s=120)
+            produced, changelog = len(changelog), []
+        conn.send(("folded", table, changelog, sorted(policies), produced))
     except BaseException:
         with contextlib.suppress(Exception):
             conn.send(("error", traceback.format_exc()))
@@ -1149,9 +1229,14 @@ class _Shards:
     def total(self, name: str) -> int:
         return sum(int(s[name]) for s in self.summaries)
 
-    def go(self, contacts: dict[tuple[str, str], str], shared: list[set[tuple[str, str]]]) -> None:
+    def go(
+        self,
+        contacts: dict[tuple[str, str], str],
+        shared: list[set[tuple[str, str]]],
+        changelog_topic: str | None,
+    ) -> None:
         for conn, mine in zip(self.conns, shared, strict=True):
-            conn.send(("go", contacts, mine))
+            conn.send(("go", contacts, mine, changelog_topic))
 
     def rows(self) -> list[tuple[Any, int]]:
         """Every shard's interaction rows (Arrow tables or None, and their count)."""
@@ -1166,25 +1251,30 @@ class _Shards:
 
     def folded_all(
         self, progress: Progress, done: int
-    ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[bytes, bytes]], set[str]]:
+    ) -> tuple[list[Any], list[tuple[bytes, bytes]], set[str], int]:
+        """Every shard's relationship rows (Arrow), table records (those it did not produce
+        itself), workspaces, and how many records the shards produced."""
         from multiprocessing.connection import wait
 
-        views: list[tuple[str, dict[str, Any]]] = []
+        tables: list[Any] = []
         changelog: list[tuple[bytes, bytes]] = []
         workspaces: set[str] = set()
+        produced = 0
         pending = set(range(len(self.conns)))
         while pending:
             ready = wait([self.conns[n] for n in pending], timeout=0.2)
             done = self._poll(self.folded, progress, done)
             for conn in ready:
                 n = self.conns.index(conn)
-                _, more_views, more_changelog, names = self._recv(n)
-                views += more_views
+                _, table, more_changelog, names, more_produced = self._recv(n)
+                if table.num_rows:
+                    tables.append(table)
                 changelog += more_changelog
+                produced += more_produced
                 workspaces.update(names)
                 pending.discard(n)
         self._poll(self.folded, progress, done)
-        return views, changelog, workspaces
+        return tables, changelog, workspaces, produced
 
     def run(
         self,
@@ -1192,13 +1282,14 @@ class _Shards:
         write: Callable[[str, Any], None],
         int_table: str,
         progress: Progress,
+        changelog_topic: str | None = None,
     ) -> tuple[Outcome, int]:
         """After `read_all`: the identity map to the shards, their interaction rows to `write`
         (called with `int_table` and each Arrow table while the shards fold), the shared
         relationships folded here, the shards' folds merged. Returns the outcome (no
         `interaction_rows`: they were written) and how many rows were written."""
         contacts, shared = self.identity_map()
-        self.go(contacts, shared)
+        self.go(contacts, shared, changelog_topic)
         tables = self.rows()
         handed = self.shared()
         count = sum(n for _, n in tables)
@@ -1219,14 +1310,14 @@ class _Shards:
             names.update(policies)
             done = sum(len(j[2]) for j in jobs)
             progress.advance(done)
-        more_views, more_changelog, more_names = self.folded_all(progress, done)
-        views += more_views
+        tables, more_changelog, more_names, produced = self.folded_all(progress, done)
         changelog += more_changelog
         names.update(more_names)
-        views.sort(key=lambda kv: kv[0])
         changelog.sort()
         outcome = Outcome(
-            views=dict(views),
+            views=dict(sorted(views)),
+            relationship_tables=tables,
+            changelog_produced=produced,
             changelog=changelog,
             policies={w: policy_of(w) for w in sorted(names)},
             identities={f"{w}|{i}": c for (w, i), c in contacts.items()},
@@ -1358,6 +1449,10 @@ def _replay(
             writer = writer_for(settings)
             writer.prepare(version, build)
             shards.read_all(progress)
+            # The shards produce their relationships' table records themselves, once the
+            # worker state's topics exist (made while they read).
+            prepared, preparing = preparing, None
+            topic = None if prepared is None else prepared.result()[1]["relationships"]
             try:
                 sink = writer
                 outcome, count = shards.run(
@@ -1365,20 +1460,17 @@ def _replay(
                     lambda table, data: sink.write_arrow(table, data, progress),
                     versions.versioned_table("interactions", version),
                     progress,
+                    changelog_topic=topic,
                 )
             except _Overlap:
                 shards.close()
                 writer.close()
                 writer = None
-                waited, preparing = preparing, None
-                if waited is not None:
-                    waited.result()
                 return _replay_one(settings, snapshot, workspaces, policy_of, version, build,
                                    progress, timeout_s, started)  # fmt: skip
-            handed_over, preparing = preparing, None
             return _write(settings, version, build, outcome, snapshot, workspaces, None,
                           progress, timeout_s, started, writer=writer,
-                          interactions_written=count, preparing=handed_over)  # fmt: skip
+                          interactions_written=count, preparing=prepared)  # fmt: skip
         except BaseException as exc:
             if preparing is not None:  # never leave it running; never lose its error
                 try:
@@ -1457,8 +1549,11 @@ def _write(
                 )
 
             seeding, preparing = _Background(seed), None
-        progress.phase("writing " + rel_table, len(outcome.views))
-        writer.write(rel_table, outcome.relationship_rows(now_ms), progress)
+        progress.phase("writing " + rel_table, outcome.relationships)
+        if outcome.views:
+            writer.write(rel_table, outcome.relationship_rows(now_ms), progress)
+        for data in outcome.relationship_tables:
+            writer.write_arrow(rel_table, _stamped(data, now_ms), progress)
         interactions = interactions_written
         if interactions is None:
             interactions = len(outcome.interaction_rows)
@@ -1468,7 +1563,7 @@ def _write(
         tables = wait_for_rows(
             writer.reader(),
             settings.clickhouse_database,
-            {rel_table: len(outcome.views), int_table: interactions},
+            {rel_table: outcome.relationships, int_table: interactions},
             timeout_s,
         )
         detail: dict[str, Any] = {
@@ -1476,7 +1571,7 @@ def _write(
             "source": "kafka" if source is None else str(source),
             "workspaces": sorted(workspaces) if workspaces else None,
             "events": outcome.events,
-            "relationships": len(outcome.views),
+            "relationships": outcome.relationships,
             "interactions": interactions,
             "policies": {w: p.version for w, p in sorted(outcome.policies.items())},
             "snapshot": snapshot.to_json() if snapshot else None,
@@ -1507,7 +1602,7 @@ def _write(
         interactions=outcome.interactions,
         duplicates=outcome.duplicates,
         links=outcome.links,
-        relationships=len(outcome.views),
+        relationships=outcome.relationships,
         seconds=time.perf_counter() - started,
         through_worker=isinstance(writer, WorkerWriter),
         seeded=seeded,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -344,7 +345,10 @@ def test_swap_and_roll_back_exchange_tables_and_keep_every_version(store: ClickH
 
 
 def _sharded(
-    monkeypatch: pytest.MonkeyPatch, partitions: dict[int, list[bytes]], parts: int = 2
+    monkeypatch: pytest.MonkeyPatch,
+    partitions: dict[int, list[bytes]],
+    parts: int = 2,
+    changelog_topic: str | None = None,
 ) -> tuple[Any, list[Any]]:
     """`_Shards` over an in-memory log (`read_log` replaced; the forks inherit the fake)."""
     import streams.replay as replay_module
@@ -364,7 +368,7 @@ def _sharded(
         shards.read_all(replay_module.NoProgress())
         outcome, count = shards.run(
             policy_of, lambda table, data: written.append(data), "interactions_v2",
-            replay_module.NoProgress(),
+            replay_module.NoProgress(), changelog_topic=changelog_topic,
         )  # fmt: skip
     finally:
         shards.close()
@@ -404,7 +408,11 @@ def test_sharded_replay_equals_one_process(
 
     one = recalculate(log, REGISTRY)
     sharded, tables = _sharded(monkeypatch, partitions)
-    assert sharded.views == one.views
+    # the shards send their relationships' rows as Arrow; the parent's (ann's) stay views
+    assert set(sharded.views) == {"acme|x:100"} and sharded.relationships == one.relationships
+    got = [*sharded.relationship_rows(0)]
+    got += [row for table in sharded.relationship_tables for row in _arrow_rows(table)]
+    assert sorted(got) == sorted(one.relationship_rows(0))
     assert sharded.changelog == sorted(one.changelog)
     assert sharded.identities == one.identities == {"acme|email:a": "x:100"}
     assert (sharded.events, sharded.interactions, sharded.duplicates, sharded.links) == (
@@ -414,6 +422,39 @@ def test_sharded_replay_equals_one_process(
     rows = sorted(row for table in tables for row in _arrow_rows(table))
     assert rows == sorted(one.interaction_rows)
     assert {row[2] for row in rows if row[0] == linked[1].event_id} == {"x:100"}
+
+
+def test_shards_produce_their_table_records_themselves(
+    monkeypatch: pytest.MonkeyPatch, real_events: list[Interaction], tmp_path: Path
+) -> None:
+    """Given the worker state's topic, each shard produces its relationships' records (what
+    the parent produced before); together with the parent's they are the one-process ones."""
+    import pickle
+
+    import streams.replay as replay_module
+    from events.models import parse_event
+    from streams.keys import event_key
+
+    def fake_append(settings: Any, topic: str, records: Any, **_: Any) -> int:
+        made = list(records)
+        with (tmp_path / f"{topic}.{os.getpid()}").open("ab") as fh:
+            pickle.dump(made, fh)
+        return len(made)
+
+    monkeypatch.setattr(replay_module, "append_records", fake_append)
+    log = [dump_event(e) for e in real_events]
+    partitions: dict[int, list[bytes]] = {0: [], 1: []}
+    for value in log:
+        partitions[partition_for(event_key(parse_event(value)), 2)].append(value)
+    sharded, _ = _sharded(monkeypatch, partitions, changelog_topic="w-v2-relationships-changelog")
+    produced = [
+        record
+        for path in tmp_path.glob("w-v2-relationships-changelog.*")
+        for record in pickle.loads(path.read_bytes())
+    ]
+    assert len(list(tmp_path.iterdir())) == 2  # one file per shard: each produced its own
+    assert sharded.changelog == [] and sharded.changelog_produced == len(produced) > 0
+    assert sorted(produced) == sorted(recalculate(log, REGISTRY).changelog)
 
 
 def test_shards_holding_the_same_event_fall_back(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 from array import array
@@ -24,6 +25,13 @@ def test_other_ids_are_hashed_whole_so_short_and_shared_prefix_ids_stay_apart() 
     assert len(set(prints)) == len(ids)
     assert prints[3] != int("ABCDEF0123456789", 16)  # upper case is not what event_id makes
     assert all(0 <= p < 2**64 for p in prints)
+
+
+@given(st.text(alphabet="0123456789abcdefABCDEF-g ", min_size=30, max_size=33))
+def test_only_32_lowercase_hex_digits_keep_their_prefix(text: str) -> None:
+    ours = len(text) == 32 and re.fullmatch(r"[0-9a-f]{32}", text) is not None
+    expected = int(text[:16], 16) if ours else seen._hashed(text)
+    assert seen.fingerprint(text) == expected
 
 
 def test_the_stored_form_is_the_earlier_one_for_event_ids() -> None:
