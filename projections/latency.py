@@ -80,8 +80,8 @@ class Latencies:
                     buffer = buffer[:size]
                 buffer.append(ms)
                 return Latencies(buffer=buffer, size=size + 1)
-            return Latencies(sketched=True)._add_many([*self.buffer[:size], ms])
-        return self._add_many([ms])
+            return Latencies(sketched=True)._sketched_with([*self.buffer[:size], ms])
+        return self._sketched_with([ms])
 
     def add_many(self, values: list[int], limit: int) -> Latencies:
         """`add` of each value in turn, with one copy of the buffer while they stay exact."""
@@ -97,7 +97,7 @@ class Latencies:
         buffer.extend([ms if ms > 0 else 0 for ms in values])
         return Latencies(buffer=buffer, size=len(buffer))
 
-    def _add_many(self, values: list[int]) -> Latencies:
+    def _sketched_with(self, values: list[int]) -> Latencies:
         zeros = self.zeros
         counts = dict(self.buckets)
         for ms in values:

@@ -981,16 +981,12 @@ def relationship_arrow(views: list[dict[str, Any]]) -> Any:
     costs the parent more to unpickle and turn into rows than the shard to build."""
     import pyarrow as pa
 
-    def values(name: str) -> list[Any]:
-        if name == "updated_at":
-            return [0] * len(views)
-        if name == "last_platform":
-            return [v["last_platform"] or "" for v in views]
-        return [v[name] for v in views]
-
     types = _relationship_arrow_types()
+    rows = [relationship_values(view, 0) for view in views]
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in types]
     return pa.Table.from_arrays(
-        [pa.array(values(name), type=t) for name, t in types.items()], names=list(types)
+        [pa.array(c, type=t) for c, t in zip(columns, types.values(), strict=True)],
+        names=list(types),
     )
 
 
@@ -1451,8 +1447,8 @@ def _replay(
             shards.read_all(progress)
             # The shards produce their relationships' table records themselves, once the
             # worker state's topics exist (made while they read).
-            prepared, preparing = preparing, None
-            topic = None if prepared is None else prepared.result()[1]["relationships"]
+            making_topics, preparing = preparing, None
+            topic = None if making_topics is None else making_topics.result()[1]["relationships"]
             try:
                 sink = writer
                 outcome, count = shards.run(
@@ -1470,7 +1466,7 @@ def _replay(
                                    progress, timeout_s, started)  # fmt: skip
             return _write(settings, version, build, outcome, snapshot, workspaces, None,
                           progress, timeout_s, started, writer=writer,
-                          interactions_written=count, preparing=prepared)  # fmt: skip
+                          interactions_written=count, preparing=making_topics)  # fmt: skip
         except BaseException as exc:
             if preparing is not None:  # never leave it running; never lose its error
                 try:
