@@ -21,7 +21,7 @@ from typing import TypeAlias
 
 Seen: TypeAlias = "array[int]"  # typecode "Q", ascending, never modified once a state holds it
 
-_HEX_DIGITS = "0123456789abcdef"  # `events.ids.event_id` makes 32 of them
+_EVENT_ID = re.compile(r"[0-9a-f]{32}")  # what `events.ids.event_id` makes
 _HEX16 = re.compile(r"[0-9a-f]{16}")
 
 
@@ -29,7 +29,7 @@ def fingerprint(event_id: str) -> int:
     """64 bits of an event id: the first 16 hex digits of an id from `event_id` (random
     already), a hash of the whole id for any other (an imported canonical event may carry its
     own: ids that share their first 16 characters, or have fewer, must stay apart)."""
-    if len(event_id) == 32 and not event_id.strip(_HEX_DIGITS):  # all 32 are hex digits
+    if len(event_id) == 32 and _EVENT_ID.fullmatch(event_id):
         return int(event_id[:16], 16)
     return _hashed(event_id)
 

@@ -67,7 +67,6 @@ from streams.replay_rows import (
 
 T = TypeVar("T")
 INSERT_ROWS = 100_000
-ARROW_ROWS = 8_192  # a shard turns its interaction rows into Arrow this many at a time
 COUNTS = frozenset({"inbound", "outbound"})
 
 
@@ -360,11 +359,6 @@ class Recalculation:
 
     def _bucket(self) -> _Identity:
         return _Identity() if self._flat is None else _Identity(rows=self._flat)
-
-    @property
-    def pending_rows(self) -> int:
-        """Rows collected and not taken yet (flat_rows only)."""
-        return 0 if self._flat is None else len(self._flat)
 
     def take_rows(self) -> list[list[Any]]:
         """The rows collected since the last call (flat_rows only), in read order."""
@@ -1040,22 +1034,16 @@ def _shard_main(
         add = calc.add
         parts: list[Any] = []
 
-        def to_arrow() -> None:
-            made = _arrow_of(calc.take_rows())
-            if made is not None:
-                parts.append(made)
-
         def handle(batch: list[tuple[bytes | None, bytes]]) -> None:
             for _, value in batch:
                 add(value)
             read.value += len(batch)
-            # Rows to Arrow as they come (meanwhile the broker serves the next fetch), a few
-            # fetches at a time: per row, 500 rows cost 3 times what 5,000 do.
-            if calc.pending_rows >= ARROW_ROWS:
-                to_arrow()
+            # Rows to Arrow as they come (meanwhile the broker serves the next fetch).
+            made = _arrow_of(calc.take_rows())
+            if made is not None:
+                parts.append(made)
 
         read_log(settings, snapshot, handle)
-        to_arrow()
         conn.send(("read", calc.summary()))
         message = conn.recv()
         if message[0] != "go":

@@ -1,0 +1,148 @@
+"""The replay's parts in memory, each against a baseline in the same run, on bench_replay's events.
+
+No broker and no ClickHouse: what one shard does with its share of the log, part by part (CPU
+seconds of this process, cyclic GC off as in the replay):
+  decode:        `Recalculation.add` (decoding, the touch and the interaction row) per event,
+                 against msgspec decoding the same values into the same struct alone;
+  rows to Arrow: `_arrow_of` per row, one fetch (about 500 records) at a time as a shard does,
+                 against 8,192 at a time (the best of three alternated rounds each: pyarrow's
+                 first conversions cost more, and whichever size is timed first pays them);
+  fold:          `replayed` per touch against `apply_all` of a fresh state (the same result);
+                 and the shard's whole fold (`_fold_jobs`: state, read-model row, stored JSON);
+  tally JSON:    `tally_to_json` (field by field) against a loop over `fields(Tally)` with
+                 isinstance (its form before), same bytes checked;
+and the size of the worker-state records the fold makes.
+
+    .venv/bin/python bench/bench_replay_parts.py [--events 250000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import msgspec
+
+from bench.bench_replay import records
+from projections.latency import Latencies
+from projections.policy import DEFAULT_POLICY
+from projections.relationship import RelationshipState, apply_all, replayed, tally_to_json
+from projections.tally import Run, Tally
+from streams.replay import _DECODE, Recalculation, _arrow_of, _fold_jobs, _jobs_of
+
+FETCH = 500  # records per partition fetch, about, with these events
+BIG = 8_192
+
+
+def cpu(call: Callable[[], Any]) -> float:
+    start = time.process_time()
+    call()
+    return time.process_time() - start
+
+
+def generic_tally_json(t: Tally) -> dict[str, Any]:
+    """`tally_to_json` as it was: a loop over the fields, each converted by its type."""
+    out: dict[str, Any] = {}
+    for f in fields(Tally):
+        value = getattr(t, f.name)
+        if isinstance(value, Latencies):
+            value = value.to_json()
+        elif isinstance(value, Run):
+            value = [value.last_at, value.inbound, value.outbound, value.qualified]
+        elif isinstance(value, frozenset):
+            value = sorted(value)
+        elif f.name == "conversations":
+            value = {k: [list(v[0]), list(v[1])] for k, v in value.items()}
+        elif isinstance(value, tuple):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        out[f.name] = value
+    return out
+
+
+def line(name: str, value: float, unit: str, base_name: str, base: float) -> None:
+    ratio = base / value
+    print(f"{name:<34} {value:8.2f} {unit}   {base_name:<30} {base:8.2f} {unit}   {ratio:5.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=250_000, help="one shard's share")
+    args = parser.parse_args()
+    values = [v for _, v in records(args.events)]
+    n = len(values)
+    gc.collect()
+    gc.disable()
+    us = 1e6 / n
+
+    calc = Recalculation(None, flat_rows=True)
+    decode_all = cpu(lambda: [calc.add(v) for v in values])
+    msgspec_only = cpu(lambda: [_DECODE(v) for v in values])
+    print(f"{n:,} events, {'':<18} per event/row/touch      baseline (same run)")
+    line(
+        "decode (Recalculation.add)",
+        decode_all * us,
+        "us",
+        "msgspec decode alone",
+        msgspec_only * us,
+    )
+
+    rows = calc.take_rows()
+    _arrow_of(rows[:10])  # imports pyarrow, as the replay does before it forks its shards
+    small = big = float("inf")
+    for _ in range(3):  # alternated, the best of each: the order moves single runs by 20-50%
+        small = min(
+            small, cpu(lambda: [_arrow_of(rows[i : i + FETCH]) for i in range(0, n, FETCH)])
+        )
+        big = min(big, cpu(lambda: [_arrow_of(rows[i : i + BIG]) for i in range(0, n, BIG)]))
+    line(f"rows to Arrow, {FETCH} at a time", small * us, "us", f"{BIG:,} at a time", big * us)
+    rows.clear()
+
+    _, groups = calc.assign({})
+    jobs, policies = _jobs_of(groups, lambda _: DEFAULT_POLICY)
+    states: list[RelationshipState] = []
+    fast = cpu(lambda: states.extend(replayed(w, c, ts, DEFAULT_POLICY) for w, c, ts in jobs))
+    expected: list[RelationshipState] = []
+    slow = cpu(
+        lambda: expected.extend(
+            apply_all(RelationshipState(workspace=w, contact_id=c), ts, DEFAULT_POLICY)
+            for w, c, ts in jobs
+        )
+    )
+    assert states == expected, "replayed differs from apply_all"
+    line("fold: replayed", fast * us, "us", "apply_all", slow * us)
+    whole = cpu(lambda: _fold_jobs(jobs, policies, False))
+    print(
+        f"{'fold with rows and records':<34} {whole * us:8.2f} us   (_fold_jobs, as a shard folds)"
+    )
+
+    tallies = [t for s in states for t in (s.settled, s.view)]
+    same = [msgspec.json.encode(tally_to_json(t)) for t in tallies]
+    assert same == [msgspec.json.encode(generic_tally_json(t)) for t in tallies]
+    per = 1e6 / len(tallies)
+    by_field = cpu(lambda: [tally_to_json(t) for t in tallies])
+    generic = cpu(lambda: [generic_tally_json(t) for t in tallies])
+    line(
+        "tally_to_json, field by field",
+        by_field * per,
+        "us",
+        "loop over fields(Tally)",
+        generic * per,
+    )
+
+    sizes = [len(s.to_json()) for s in states]
+    print(
+        f"worker-state records: {len(sizes):,}, {sum(sizes) / len(sizes):,.0f} bytes each on "
+        f"average, {sum(sizes) / 1e6:.1f} MB for {n:,} events"
+    )
+
+
+if __name__ == "__main__":
+    main()
