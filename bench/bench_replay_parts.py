@@ -11,6 +11,8 @@ seconds of this process, cyclic GC off as in the replay):
                  and the shard's whole fold (`_fold_jobs`: state, read-model row, stored JSON);
   tally JSON:    `tally_to_json` (field by field) against a loop over `fields(Tally)` with
                  isinstance (its form before), same bytes checked;
+  fingerprint:   `seen.fingerprint` (a regex checks for our 32 hex digits) against the same
+                 rule with `str.strip` (tried, not kept), same values checked;
 and the size of the worker-state records the fold makes.
 
     .venv/bin/python bench/bench_replay_parts.py [--events 250000]
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import msgspec
 
 from bench.bench_replay import records
+from projections import seen
 from projections.latency import Latencies
 from projections.policy import DEFAULT_POLICY
 from projections.relationship import RelationshipState, apply_all, replayed, tally_to_json
@@ -65,6 +68,15 @@ def generic_tally_json(t: Tally) -> dict[str, Any]:
             value = [list(v) if isinstance(v, tuple) else v for v in value]
         out[f.name] = value
     return out
+
+
+_HEX_DIGITS = "0123456789abcdef"
+
+
+def stripped_fingerprint(event_id: str) -> int:
+    if len(event_id) == 32 and not event_id.strip(_HEX_DIGITS):
+        return int(event_id[:16], 16)
+    return seen._hashed(event_id)
 
 
 def line(name: str, value: float, unit: str, base_name: str, base: float) -> None:
@@ -136,6 +148,13 @@ def main() -> None:
         "loop over fields(Tally)",
         generic * per,
     )
+
+    ids = [t.event_id for _, _, ts in jobs for t in ts]
+    assert [seen.fingerprint(i) for i in ids] == [stripped_fingerprint(i) for i in ids]
+    per = 1e9 / len(ids)
+    regexed = cpu(lambda: [seen.fingerprint(i) for i in ids])
+    stripped = cpu(lambda: [stripped_fingerprint(i) for i in ids])
+    line("fingerprint, regex", regexed * per, "ns", "str.strip (tried)", stripped * per)
 
     sizes = [len(s.to_json()) for s in states]
     print(
