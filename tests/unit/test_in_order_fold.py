@@ -7,12 +7,12 @@ any starting tally, any policy and any touches.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from functools import reduce
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec.structs import fields
 
 from events.ids import event_id
 from events.models import CONVERSATIONAL_KINDS, Intent, Kind
