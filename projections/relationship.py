@@ -341,6 +341,9 @@ def apply_all(
     )
 
 
+_NOTHING = Tally()  # what a fresh relationship has settled (immutable, so shared)
+
+
 def replayed(
     workspace: str, contact_id: str, touches: Sequence[Touch], policy: Policy
 ) -> RelationshipState:
@@ -352,20 +355,20 @@ def replayed(
     (the same float operations as `step`), so the result equals `apply_all` field for field
     (tested). Touches out of order, or twice (by fingerprint), take `apply_all` itself.
     """
-    fresh = RelationshipState(workspace=workspace, contact_id=contact_id)
     fingerprints = {seen_set.fingerprint(t.event_id) for t in touches}
     orders = [t.order for t in touches]
-    if len(fingerprints) != len(touches) or any(a >= b for a, b in pairwise(orders)):
-        return apply_all(fresh, touches, policy)
     if not touches:
-        return fresh
+        return RelationshipState(workspace=workspace, contact_id=contact_id)
+    if len(fingerprints) != len(touches) or any(a >= b for a, b in pairwise(orders)):
+        fresh = RelationshipState(workspace=workspace, contact_id=contact_id)
+        return apply_all(fresh, touches, policy)
     newest = touches[-1].at
     cut = newest - policy.lateness_ms
     keep = max(
         bisect.bisect_left(touches, cut, key=lambda t: t.at),
         len(touches) - policy.lateness_touches,
     )
-    settled = fold_in_order(Tally(), touches[:keep], policy) if keep else fresh.settled
+    settled = fold_in_order(_NOTHING, touches[:keep], policy) if keep else _NOTHING
     return RelationshipState(
         workspace=workspace,
         contact_id=contact_id,
@@ -373,7 +376,7 @@ def replayed(
         timeline=tuple(touches[keep:]),
         view=fold_in_order(settled, touches[keep:], policy),
         newest=newest,
-        seen=seen_set.merged(fresh.seen, fingerprints),
+        seen=seen_set.of(fingerprints),
         revision=len(touches),
         horizon=touches[keep - 1].order if keep else None,
     )

@@ -42,6 +42,11 @@ def empty() -> Seen:
     return array("Q")
 
 
+def of(values: Iterable[int]) -> Seen:
+    """A seen-set of these fingerprints (each once)."""
+    return array("Q", sorted(set(values)))
+
+
 def contains(seen: Seen, value: int) -> bool:
     i = bisect.bisect_left(seen, value)
     return i < len(seen) and seen[i] == value
