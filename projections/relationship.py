@@ -355,10 +355,10 @@ def replayed(
     (the same float operations as `step`), so the result equals `apply_all` field for field
     (tested). Touches out of order, or twice (by fingerprint), take `apply_all` itself.
     """
-    fingerprints = {seen_set.fingerprint(t.event_id) for t in touches}
-    orders = [t.order for t in touches]
     if not touches:
         return RelationshipState(workspace=workspace, contact_id=contact_id)
+    fingerprints = {seen_set.fingerprint(t.event_id) for t in touches}
+    orders = [t.order for t in touches]
     if len(fingerprints) != len(touches) or any(a >= b for a, b in pairwise(orders)):
         fresh = RelationshipState(workspace=workspace, contact_id=contact_id)
         return apply_all(fresh, touches, policy)
