@@ -13,6 +13,11 @@ seconds of this process, cyclic GC off as in the replay):
                  isinstance (its form before), same bytes checked;
   fingerprint:   `seen.fingerprint` (a regex checks for our 32 hex digits) against the same
                  rule with `str.strip` (tried, not kept), same values checked;
+  a tally:       a changed copy of a `Tally` (msgspec `structs.replace`, as `step` makes per
+                 touch) against the same copy of a frozen slotted dataclass with the same
+                 fields (what `Tally` was: each field set through `object.__setattr__`);
+  per relationship: the shard's fold split into its parts (`replayed`, the read-model row,
+                 the stored JSON, the relationship rows to Arrow);
 and the size of the worker-state records the fold makes.
 
     .venv/bin/python bench/bench_replay_parts.py [--events 250000]
@@ -21,6 +26,7 @@ and the size of the worker-state records the fold makes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import sys
 import time
@@ -38,9 +44,22 @@ from bench.bench_replay import records
 from projections import seen
 from projections.latency import Latencies
 from projections.policy import DEFAULT_POLICY
-from projections.relationship import RelationshipState, apply_all, replayed, tally_to_json
+from projections.relationship import (
+    RelationshipState,
+    apply_all,
+    replayed,
+    tally_to_json,
+    view_row,
+)
 from projections.tally import Run, Tally
-from streams.replay import _DECODE, Recalculation, _arrow_of, _fold_jobs, _jobs_of
+from streams.replay import (
+    _DECODE,
+    Recalculation,
+    _arrow_of,
+    _fold_jobs,
+    _jobs_of,
+    relationship_arrow,
+)
 
 FETCH = 500  # records per partition fetch, about, with these events
 BIG = 8_192
@@ -53,6 +72,21 @@ def cpu(call: Callable[[], Any]) -> float:
 
 
 _TALLY_FIELDS = tuple(f.name for f in fields(Tally))  # `dataclasses.fields` was cached too
+
+
+# What `Tally` was: a frozen slotted dataclass of the same fields, copied field by field.
+_DataclassTally = dataclasses.make_dataclass(
+    "_DataclassTally", [(name, Any) for name in _TALLY_FIELDS], frozen=True, slots=True
+)
+_set = object.__setattr__
+
+
+def dataclass_evolve(t: Any, changes: dict[str, Any]) -> Any:
+    """`projections.tally._evolve` as it was for the dataclass."""
+    new = object.__new__(_DataclassTally)
+    for name in _TALLY_FIELDS:
+        _set(new, name, changes[name] if name in changes else getattr(t, name))
+    return new
 
 
 def generic_tally_json(t: Tally) -> dict[str, Any]:
@@ -159,6 +193,45 @@ def main() -> None:
     regexed = cpu(lambda: [seen.fingerprint(i) for i in ids])
     stripped = cpu(lambda: [stripped_fingerprint(i) for i in ids])
     line("fingerprint, regex", regexed * per, "ns", "str.strip (tried)", stripped * per)
+
+    changes = {"count": 2, "last_at": 7, "strength": 1.5}  # as a step changes a few fields
+    as_struct = tallies[: 20_000 // 2 * 2]
+    as_dataclass = [_DataclassTally(*(getattr(t, f) for f in _TALLY_FIELDS)) for t in as_struct]
+    assert msgspec.structs.replace(as_struct[0], **changes).count == 2
+    assert dataclass_evolve(as_dataclass[0], changes).count == 2
+    per = 1e6 / len(as_struct)
+    struct_copy = dataclass_copy = float("inf")
+    for _ in range(3):  # alternated, the best of each
+        struct_copy = min(
+            struct_copy,
+            cpu(lambda: [msgspec.structs.replace(t, **changes) for t in as_struct]),
+        )
+        dataclass_copy = min(
+            dataclass_copy, cpu(lambda: [dataclass_evolve(t, changes) for t in as_dataclass])
+        )
+    line(
+        "a tally changed (msgspec struct)",
+        struct_copy * per,
+        "us",
+        "frozen dataclass (before)",
+        dataclass_copy * per,
+    )
+
+    per = 1e6 / len(jobs)
+    views = [view_row(s, DEFAULT_POLICY) for s in states]
+    encoded = [s.to_json() for s in states]
+    fresh = [replayed(w, c, ts, DEFAULT_POLICY) for w, c, ts in jobs]  # to_json caches its parts
+    parts = {
+        "replayed": cpu(lambda: [replayed(w, c, ts, DEFAULT_POLICY) for w, c, ts in jobs]),
+        "view_row": cpu(lambda: [view_row(s, DEFAULT_POLICY) for s in states]),
+        "stored JSON (to_json)": cpu(lambda: [s.to_json() for s in fresh]),
+        "relationship rows to Arrow": cpu(lambda: relationship_arrow(views)),
+    }
+    assert [s.to_json() for s in fresh] == encoded
+    print(f"per relationship ({len(jobs):,}, {len(ids) / len(jobs):.1f} touches each):")
+    for name, seconds in parts.items():
+        print(f"  {name:<32} {seconds * per:8.2f} us")
+    print(f"  {'whole fold (_fold_jobs)':<32} {whole * 1e6 / len(jobs):8.2f} us")
 
     sizes = [len(s.to_json()) for s in states]
     print(
