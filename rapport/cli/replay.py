@@ -27,7 +27,10 @@ def register(app: typer.Typer) -> None:
     @app.command("replay")
     def replay_cmd(
         to_version: int = typer.Option(
-            0, "--to-version", help="the version to build (default: one more than any known)"
+            0,
+            "--to-version",
+            help="the version to build (default: one more than any known)",
+            show_default=False,
         ),
         source: str = typer.Option(
             "kafka", "--from", help="kafka (the event log) or an archive FILE (rapport export)"
@@ -39,7 +42,10 @@ def register(app: typer.Typer) -> None:
             [], "--workspace", "-w", help="only these workspaces (an inspection build: no swap)"
         ),
         activate_version: int = typer.Option(
-            0, "--activate", help="only make this built version active (no replay); a roll back"
+            0,
+            "--activate",
+            help="only make this built version active (no replay); a roll back",
+            show_default=False,
         ),
         status: bool = typer.Option(False, "--status", help="list versions and exit"),
         timeout_s: float = typer.Option(600.0, "--timeout", help="seconds to wait for ClickHouse"),
