@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from events.models import Direction, Identity
 from rapport.workspaces import WorkspaceConfig
@@ -37,3 +39,15 @@ def one_side_owned(workspace: WorkspaceConfig, actor: Identity, subject: Identit
     """Exactly one side is owned: the interaction would be inbound or outbound, so it counts."""
     actor_owned = workspace.owned(actor.platform, actor.user_id) is not None
     return actor_owned != (workspace.owned(subject.platform, subject.user_id) is not None)
+
+
+Relation = TypeVar("Relation", bound=tuple[Any, ...])
+
+
+def counting_relation(
+    workspace: WorkspaceConfig, actor: Identity, relations: Sequence[Relation]
+) -> Relation:
+    """Of a post's relations (kind, subject, ...), in the adapter's order of preference, the
+    first that counts (one side owned), else the first: a reply to a stranger that mentions
+    one of our accounts counts as the mention."""
+    return next((r for r in relations if one_side_owned(workspace, actor, r[1])), relations[0])

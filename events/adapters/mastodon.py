@@ -40,7 +40,7 @@ from events.adapters.base import (
     json_object,
     require,
 )
-from events.direction import one_side_owned
+from events.direction import counting_relation
 from events.envelope import RawEnvelope
 from events.models import Identity, Kind, RawPointer
 from rapport.workspaces import WorkspaceConfig
@@ -152,9 +152,7 @@ def _status(workspace: WorkspaceConfig, status: dict[str, Any]) -> Draft | NotAn
         if workspace.owned(PLATFORM, actor.user_id) is not None:
             return NotAnInteraction("mastodon.own_status", status_id)
         return NotAnInteraction("mastodon.status_without_subject", status_id)
-    kind, subject, in_reply_to = next(
-        (r for r in relations if one_side_owned(workspace, actor, r[1])), relations[0]
-    )
+    kind, subject, in_reply_to = counting_relation(workspace, actor, relations)
     return Draft(
         platform=PLATFORM,
         kind=kind,

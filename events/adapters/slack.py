@@ -52,7 +52,7 @@ from events.adapters.base import (
     json_object,
     require,
 )
-from events.direction import one_side_owned
+from events.direction import counting_relation
 from events.envelope import RawEnvelope
 from events.models import Identity, Kind, RawPointer
 from rapport.workspaces import WorkspaceConfig
@@ -164,9 +164,7 @@ def _message(
         return NotAnInteraction(
             "slack.thread_reply_without_parent" if is_reply else "slack.channel_message", object_id
         )
-    kind, subject = next(
-        (r for r in relations if one_side_owned(workspace, actor, r[1])), relations[0]
-    )
+    kind, subject = counting_relation(workspace, actor, relations)
     return Draft(
         platform=PLATFORM,
         kind=kind,

@@ -47,7 +47,7 @@ from events.adapters.base import (
     json_object,
     require,
 )
-from events.direction import one_side_owned
+from events.direction import counting_relation
 from events.envelope import RawEnvelope
 from events.models import Identity, Kind, RawPointer
 from rapport.workspaces import WorkspaceConfig
@@ -228,9 +228,7 @@ def _tweet(workspace: WorkspaceConfig, item: Any, for_user: str | None) -> Draft
         if workspace.owned(PLATFORM, actor.user_id) is not None:
             return NotAnInteraction("x.own_tweet", tweet_id)
         return NotAnInteraction("x.tweet_without_subject", tweet_id)
-    kind, subject, in_reply_to = next(
-        (r for r in relations if one_side_owned(workspace, actor, r[1])), relations[0]
-    )
+    kind, subject, in_reply_to = counting_relation(workspace, actor, relations)
     return Draft(
         platform=PLATFORM,
         kind=kind,
