@@ -26,11 +26,11 @@ from rapport.settings import Settings
 def register(app: typer.Typer) -> None:
     @app.command("replay")
     def replay_cmd(
-        to_version: int = typer.Option(
-            0,
+        to_version: int | None = typer.Option(
+            None,
             "--to-version",
+            min=1,
             help="the version to build (default: one more than any known)",
-            show_default=False,
         ),
         source: str = typer.Option(
             "kafka", "--from", help="kafka (the event log) or an archive FILE (rapport export)"
@@ -41,11 +41,11 @@ def register(app: typer.Typer) -> None:
         workspace: list[str] = typer.Option(
             [], "--workspace", "-w", help="only these workspaces (an inspection build: no swap)"
         ),
-        activate_version: int = typer.Option(
-            0,
+        activate_version: int | None = typer.Option(
+            None,
             "--activate",
+            min=1,
             help="only make this built version active (no replay); a roll back",
-            show_default=False,
         ),
         status: bool = typer.Option(False, "--status", help="list versions and exit"),
         timeout_s: float = typer.Option(600.0, "--timeout", help="seconds to wait for ClickHouse"),
@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         if status:
             _status(s)
             return
-        if activate_version:
+        if activate_version is not None:
             _activate(s, activate_version)
             return
         if swap and workspace:
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
             fail(f"unknown workspace(s): {', '.join(unknown)}", 2)
         try:
             version = to_version
-            if not version:
+            if version is None:
                 from rapport.stack import open_reader
 
                 reader = open_reader(s)

@@ -38,3 +38,10 @@ def test_replay_help_does_not_offer_version_zero() -> None:
     assert result.exit_code == 0, result.output
     assert "--to-version" in result.output and "one more than any known" in result.output
     assert "[default: 0]" not in result.output
+
+
+def test_replay_refuses_version_zero_before_doing_anything() -> None:
+    for option in ("--to-version", "--activate"):
+        result = CliRunner().invoke(app, ["replay", option, "0"], env={"COLUMNS": "200"})
+        assert result.exit_code == 2, result.output
+        assert f"Invalid value for '{option}'" in result.output
