@@ -67,6 +67,11 @@ from streams.replay_rows import (
 
 T = TypeVar("T")
 INSERT_ROWS = 100_000
+# Arrow inserts: each insert writes a part per month it spans, which ClickHouse then merges and
+# `FINAL` reads across; 100,000-row slices of a shard's 250,000 rows cost about 0.5 s more CPU
+# (insert, merges, the count) than whole tables (docs/benchmarks.md). Below ClickHouse's
+# max_insert_block_size, so one insert stays one block.
+ARROW_INSERT_ROWS = 500_000
 COUNTS = frozenset({"inbound", "outbound"})
 
 
@@ -580,14 +585,14 @@ class DirectWriter:
 
     def write_arrow(self, table: str, data: Any, progress: Progress) -> None:
         """Rows as an Arrow table (columns of `columns_of(table)`, times as epoch-ms ints), cast
-        to the table's own types and inserted in batches of INSERT_ROWS."""
+        to the table's own types and inserted in batches of ARROW_INSERT_ROWS."""
         schema = self._arrow_schema(table)
         if schema is None:
             self.write(table, _arrow_rows(data), progress)
             return
         data = data.select(schema.names).cast(schema)
-        for start in range(0, data.num_rows, INSERT_ROWS):
-            piece = data.slice(start, INSERT_ROWS)
+        for start in range(0, data.num_rows, ARROW_INSERT_ROWS):
+            piece = data.slice(start, ARROW_INSERT_ROWS)
             self.store.client.insert_arrow(
                 f"{self.database}.{table}",
                 piece,

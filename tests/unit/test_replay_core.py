@@ -466,3 +466,35 @@ def test_shards_holding_the_same_event_fall_back(
     # the same events in two partitions (the partition count changed between deliveries)
     with pytest.raises(_Overlap):
         _sharded(monkeypatch, {0: log[:300], 1: log[200:]})
+
+
+def test_arrow_writes_go_in_slices_each_with_its_own_token_and_every_row_lands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard's Arrow table larger than ARROW_INSERT_ROWS is inserted slice by slice, each
+    slice deduplicated on a token of its own (one token for all would drop every slice but
+    the first), times cast from epoch ms to the table's DateTime64."""
+    from streams import replay as replay_module
+
+    monkeypatch.setattr(replay_module, "ARROW_INSERT_ROWS", 4)
+    writer = replay_module.DirectWriter(
+        Settings(home=tmp_path, clickhouse_url=f"chdb://{tmp_path / 'ch'}")
+    )
+    try:
+        writer.prepare(2, "b2")
+        rows = [
+            [f"e{i}", "acme", "x:1", "x", "message", "inbound", "neutral", "1", "", "", "",
+             1_700_000_000_000 + i, 1_700_000_000_000 + i, "", str(i), "", -1, i, 1]
+            for i in range(10)
+        ]  # fmt: skip
+        writer.write_arrow(
+            "interactions_v2", replay_module._arrow_of(rows), replay_module.NoProgress()
+        )
+        got = writer.store.query(
+            "SELECT count(), min(raw_offset), max(raw_offset), "
+            "toUnixTimestamp64Milli(max(occurred_at)) FROM rapport.interactions_v2"
+        ).rows[0]
+        assert tuple(int(v) for v in got) == (10, 0, 9, 1_700_000_000_009)
+        assert writer._numbers == {"interactions_v2": 3}  # 4 + 4 + 2 rows, three tokens
+    finally:
+        writer.close()
