@@ -7,6 +7,9 @@ seconds of this process, cyclic GC off as in the replay):
   rows to Arrow: `_arrow_of` per row, one fetch (about 500 records) at a time as a shard does,
                  against 8,192 at a time (the best of three alternated rounds each: pyarrow's
                  first conversions cost more, and whichever size is timed first pays them);
+  to the parent: the shard's table (one chunk per fetch) through a pipe to the parent, as an
+                 Arrow IPC stream (`_send_arrow`, `_with_arrow`) against pickled (`send`, as
+                 before), the CPU of both processes (best of three alternated rounds);
   fold:          `replayed` per touch against `apply_all` of a fresh state (the same result);
                  and the shard's whole fold (`_fold_jobs`: state, read-model row, stored JSON);
   tally JSON:    `tally_to_json` (field by field) against a loop over `fields(Tally)` with
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import multiprocessing
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +43,7 @@ from msgspec.structs import fields
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgspec
+import pyarrow as pa
 
 from bench.bench_replay import records
 from projections import seen
@@ -58,6 +63,8 @@ from streams.replay import (
     _arrow_of,
     _fold_jobs,
     _jobs_of,
+    _send_arrow,
+    _with_arrow,
     relationship_arrow,
 )
 
@@ -117,6 +124,43 @@ def stripped_fingerprint(event_id: str) -> int:
     return seen._hashed(event_id)
 
 
+def streamed_send(conn: Any, table: Any) -> None:
+    _send_arrow(conn, "rows", table, table.num_rows)
+
+
+def streamed_recv(conn: Any) -> Any:
+    return _with_arrow(conn, conn.recv())[1]
+
+
+def pickled_send(conn: Any, table: Any) -> None:
+    conn.send(("rows", table, table.num_rows))
+
+
+def pickled_recv(conn: Any) -> Any:
+    return conn.recv()[1]
+
+
+def _sender(conn: Any, table: Any, send: Callable[[Any, Any], None]) -> None:
+    started = time.process_time()
+    send(conn, table)
+    conn.send(time.process_time() - started)
+
+
+def transfer_cpu(table: Any, send: Callable[[Any, Any], None], recv: Callable[[Any], Any]) -> float:
+    """CPU seconds of a forked sender and this receiver to move `table` through a pipe."""
+    context = multiprocessing.get_context("fork")
+    mine, theirs = context.Pipe()
+    process = context.Process(target=_sender, args=(theirs, table, send))
+    process.start()
+    started = time.process_time()
+    got = recv(mine)
+    received = time.process_time() - started
+    sent = float(mine.recv())
+    process.join()
+    assert got.equals(table), "the table changed on the way"
+    return sent + received
+
+
 def line(name: str, value: float, unit: str, base_name: str, base: float) -> None:
     ratio = base / value
     print(f"{name:<34} {value:8.2f} {unit}   {base_name:<30} {base:8.2f} {unit}   {ratio:5.2f}x")
@@ -153,7 +197,14 @@ def main() -> None:
         )
         big = min(big, cpu(lambda: [_arrow_of(rows[i : i + BIG]) for i in range(0, n, BIG)]))
     line(f"rows to Arrow, {FETCH} at a time", small * us, "us", f"{BIG:,} at a time", big * us)
+    table = pa.concat_tables([_arrow_of(rows[i : i + FETCH]) for i in range(0, n, FETCH)])
     rows.clear()
+    streamed = pickled = float("inf")
+    for _ in range(3):
+        streamed = min(streamed, transfer_cpu(table, streamed_send, streamed_recv))
+        pickled = min(pickled, transfer_cpu(table, pickled_send, pickled_recv))
+    line("to the parent, an Arrow stream", streamed * us, "us", "pickled", pickled * us)
+    del table
 
     _, groups = calc.assign({})
     jobs, policies = _jobs_of(groups, lambda _: DEFAULT_POLICY)
