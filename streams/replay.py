@@ -590,9 +590,11 @@ class DirectWriter:
         if schema is None:
             self.write(table, _arrow_rows(data), progress)
             return
-        data = data.select(schema.names).cast(schema)
+        data = data.select(schema.names)
         for start in range(0, data.num_rows, ARROW_INSERT_ROWS):
-            piece = data.slice(start, ARROW_INSERT_ROWS)
+            # One chunk per insert: a shard's table has a chunk per fetch, which cost
+            # ClickHouse about 25% more CPU to insert than the same rows in one.
+            piece = data.slice(start, ARROW_INSERT_ROWS).combine_chunks().cast(schema)
             self.store.client.insert_arrow(
                 f"{self.database}.{table}",
                 piece,

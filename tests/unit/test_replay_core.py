@@ -471,9 +471,9 @@ def test_shards_holding_the_same_event_fall_back(
 def test_arrow_writes_go_in_slices_each_with_its_own_token_and_every_row_lands(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A shard's Arrow table larger than ARROW_INSERT_ROWS is inserted slice by slice, each
-    slice deduplicated on a token of its own (one token for all would drop every slice but
-    the first), times cast from epoch ms to the table's DateTime64."""
+    """A shard's Arrow table (a chunk per fetch) larger than ARROW_INSERT_ROWS is inserted slice
+    by slice, each slice deduplicated on a token of its own (one token for all would drop every
+    slice but the first), times cast from epoch ms to the table's DateTime64."""
     from streams import replay as replay_module
 
     monkeypatch.setattr(replay_module, "ARROW_INSERT_ROWS", 4)
@@ -487,9 +487,12 @@ def test_arrow_writes_go_in_slices_each_with_its_own_token_and_every_row_lands(
              1_700_000_000_000 + i, 1_700_000_000_000 + i, "", str(i), "", -1, i, 1]
             for i in range(10)
         ]  # fmt: skip
-        writer.write_arrow(
-            "interactions_v2", replay_module._arrow_of(rows), replay_module.NoProgress()
+        import pyarrow as pa
+
+        chunked = pa.concat_tables(
+            [replay_module._arrow_of(rows[:3]), replay_module._arrow_of(rows[3:])]
         )
+        writer.write_arrow("interactions_v2", chunked, replay_module.NoProgress())
         got = writer.store.query(
             "SELECT count(), min(raw_offset), max(raw_offset), "
             "toUnixTimestamp64Milli(max(occurred_at)) FROM rapport.interactions_v2"
