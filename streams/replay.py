@@ -68,9 +68,9 @@ from streams.replay_rows import (
 T = TypeVar("T")
 INSERT_ROWS = 100_000
 # Arrow inserts: each insert writes a part per month it spans, which ClickHouse then merges and
-# `FINAL` reads across; 100,000-row slices of a shard's 250,000 rows cost about 0.5 s more CPU
-# (insert, merges, the count) than whole tables (docs/benchmarks.md). Below ClickHouse's
-# max_insert_block_size, so one insert stays one block.
+# `FINAL` reads across; two shards' 250,000 rows each in slices of 100,000 cost about 0.5 s more
+# CPU (insert, merges, the count) than each table whole (docs/benchmarks.md). Below
+# ClickHouse's max_insert_block_size, so one insert stays one block.
 ARROW_INSERT_ROWS = 500_000
 COUNTS = frozenset({"inbound", "outbound"})
 
