@@ -51,7 +51,7 @@ from rapport.workspaces import WorkspaceRegistry
 from streams.archive import Snapshot, _scan, take_snapshot
 from streams.eventlog import append_records
 from streams.keys import event_key
-from streams.replay import ARROW_INSERT_ROWS, fold_parallelism, replay
+from streams.replay import arrow_inserts, fold_parallelism, replay
 from streams.topics import ensure_topics
 from tests.datasets import collegemsg_interactions
 
@@ -119,7 +119,7 @@ def bare_read_forked(settings: Settings, snapshot: Snapshot, parts: int) -> None
 
 def bare_insert(settings: Settings, source: str, rows: int) -> float:
     """The replay's interaction rows, as Arrow already, inserted into a fresh table of the same
-    engine (slices of ARROW_INSERT_ROWS, as the replay's writer): ClickHouse's own cost.
+    engine in the pieces the replay's writer inserts (`arrow_inserts`): ClickHouse's own cost.
     Seconds."""
     store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_database)
     try:
@@ -128,10 +128,10 @@ def bare_insert(settings: Settings, source: str, rows: int) -> float:
         data = store.client.query_arrow(f"SELECT * FROM {db}.{source}")
         assert data.num_rows == rows, (data.num_rows, rows)
         t = time.perf_counter()
-        for number, start in enumerate(range(0, data.num_rows, ARROW_INSERT_ROWS)):
+        for number, piece in enumerate(arrow_inserts(data)):
             store.client.insert_arrow(
                 f"{db}.floor_interactions",
-                data.slice(start, ARROW_INSERT_ROWS),
+                piece,
                 settings={"async_insert": 0, "insert_deduplication_token": f"floor:{number}"},
             )
         seconds = time.perf_counter() - t

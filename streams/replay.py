@@ -68,9 +68,8 @@ from streams.replay_rows import (
 T = TypeVar("T")
 INSERT_ROWS = 100_000
 # Arrow inserts: each insert writes a part per month it spans, which ClickHouse then merges and
-# `FINAL` reads across; two shards' 250,000 rows each in slices of 100,000 cost about 0.5 s more
-# CPU (insert, merges, the count) than each table whole (docs/benchmarks.md). Below
-# ClickHouse's max_insert_block_size, so one insert stays one block.
+# `FINAL` reads across, so fewer, larger inserts cost less CPU (`bench/bench_replay_insert.py`).
+# Below ClickHouse's max_insert_block_size, so one insert stays one block.
 ARROW_INSERT_ROWS = 500_000
 COUNTS = frozenset({"inbound", "outbound"})
 
@@ -590,14 +589,10 @@ class DirectWriter:
         if schema is None:
             self.write(table, _arrow_rows(data), progress)
             return
-        data = data.select(schema.names)
-        for start in range(0, data.num_rows, ARROW_INSERT_ROWS):
-            # One chunk per insert: a shard's table has a chunk per fetch, which cost
-            # ClickHouse about 25% more CPU to insert than the same rows in one.
-            piece = data.slice(start, ARROW_INSERT_ROWS).combine_chunks().cast(schema)
+        for piece in arrow_inserts(data.select(schema.names)):
             self.store.client.insert_arrow(
                 f"{self.database}.{table}",
-                piece,
+                piece.cast(schema),
                 settings={"async_insert": 0, "insert_deduplication_token": self._token(table)},
             )
             progress.advance(piece.num_rows)
@@ -676,6 +671,14 @@ class WorkerWriter:
 
     def close(self) -> None:
         pass
+
+
+def arrow_inserts(data: Any) -> Iterator[Any]:
+    """An Arrow table as the pieces to insert: ARROW_INSERT_ROWS rows each, each one chunk (a
+    shard's table has one per fetch, which cost ClickHouse more CPU to insert;
+    `bench/bench_replay_insert.py`)."""
+    for start in range(0, data.num_rows, ARROW_INSERT_ROWS):
+        yield data.slice(start, ARROW_INSERT_ROWS).combine_chunks()
 
 
 def _arrow_rows(data: Any) -> Iterator[list[Any]]:
@@ -1023,8 +1026,9 @@ def _stamped(data: Any, updated_at_ms: int) -> Any:
 
 def _send_arrow(conn: Any, tag: str, data: Any, *rest: Any) -> None:
     """A message whose second item is an Arrow table (or None), the table as an Arrow IPC
-    stream in a message of its own: pickling a table of one chunk per fetch cost the shard
-    and the parent 2-3x the CPU (docs/benchmarks.md), and the parent reads the stream in place."""
+    stream in a message of its own, which the parent reads in place: pickling a table of one
+    chunk per fetch cost the shard and the parent about twice the CPU
+    (`bench/bench_replay_parts.py`, the `to the parent` line)."""
     import pyarrow as pa
 
     if data is None:
