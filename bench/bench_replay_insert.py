@@ -1,0 +1,171 @@
+"""How the replay inserts its interaction rows into the embedded ClickHouse, against the ways
+it did before, on the same rows in the same run.
+
+The rows: bench_replay's events, split in two as two shards hold them, each shard's rows as the
+shard builds them (`_arrow_of` per fetch of about 500 records, so one Arrow chunk per fetch).
+Each way inserts both tables into a fresh `interactions_vN` (cast to the table's types, as the
+writer does), then the replay's `FINAL` count runs, then the process idles 3 s while ClickHouse
+merges what it wants to. CPU is this process's (the embedded engine runs in its threads), from
+`time.process_time()`. Ways, alternated over the rounds:
+
+  100,000 a slice:       the replay before (slices of INSERT_ROWS, the chunks as they came);
+  500,000 a slice:       larger slices, still one chunk per fetch;
+  arrow_inserts:         the replay now (`streams.replay.arrow_inserts`: 500,000-row slices,
+                         each one chunk).
+
+Also the CPU of one DDL command through `ClickHouseStore.command` (it passes per-call settings,
+which clickhouse-connect's chdb backend reads, sets and restores around the command) against
+the same command with no settings.
+
+    .venv/bin/python bench/bench_replay_insert.py [--events 500000] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pyarrow as pa
+
+from bench.bench_replay import records
+from rapport.settings import Settings
+from streams.replay import (
+    INSERT_ROWS,
+    DirectWriter,
+    Recalculation,
+    _arrow_of,
+    arrow_inserts,
+    wait_for_rows,
+)
+
+FETCH = 500  # records per partition fetch, about, with these events
+Pieces = Callable[[Any], Iterator[Any]]
+
+
+def cpu() -> float:
+    return time.process_time()  # every thread of this process, ns resolution
+
+
+def shard_tables(values: list[bytes], shards: int = 2) -> list[Any]:
+    """Each shard's interaction rows as it sends them: one Arrow chunk per fetch."""
+    tables = []
+    share = -(-len(values) // shards)
+    for start in range(0, len(values), share):
+        calc = Recalculation(None, flat_rows=True)
+        parts = []
+        mine = values[start : start + share]
+        for i in range(0, len(mine), FETCH):
+            calc.add_many(mine[i : i + FETCH])
+            parts.append(_arrow_of(calc.take_rows()))
+        tables.append(pa.concat_tables(parts))
+    return tables
+
+
+def slices(size: int) -> Pieces:
+    def pieces(data: Any) -> Iterator[Any]:
+        for start in range(0, data.num_rows, size):
+            yield data.slice(start, size)
+
+    return pieces
+
+
+def measure(
+    writer: DirectWriter, version: int, tables: list[Any], pieces: Pieces
+) -> tuple[float, float, float, int]:
+    """CPU of the inserts, of the FINAL count, of the 3 s after; active parts at the end."""
+    name = f"interactions_v{version}"
+    writer.prepare(version, f"bench{version}")
+    schema = writer._arrow_schema(name)
+    total = sum(t.num_rows for t in tables)
+    started = cpu()
+    number = 0
+    for table in tables:
+        for piece in pieces(table.select(schema.names)):
+            writer.store.client.insert_arrow(
+                f"rapport.{name}",
+                piece.cast(schema),
+                settings={"async_insert": 0, "insert_deduplication_token": f"b{version}:{number}"},
+            )
+            number += 1
+    inserted = cpu()
+    wait_for_rows(writer.reader(), "rapport", {name: total}, 60)
+    counted = cpu()
+    time.sleep(3)
+    after = cpu()
+    parts = writer.store.query(
+        f"SELECT count() FROM system.parts WHERE database = 'rapport' AND table = '{name}' "
+        "AND active"
+    ).rows[0][0]
+    writer.store.command(f"DROP TABLE rapport.{name} SYNC")
+    return inserted - started, counted - inserted, after - counted, int(parts)
+
+
+def command_cpu(writer: DirectWriter, repeat: int = 200) -> tuple[float, float]:
+    """CPU per DDL command with the store's per-call settings, and with none."""
+    sql = "CREATE TABLE IF NOT EXISTS rapport.bench_t (x Int32) ENGINE = MergeTree ORDER BY x"
+    writer.store.client.command(sql)
+    started = cpu()
+    for _ in range(repeat):
+        writer.store.command(sql)
+    with_settings = (cpu() - started) / repeat
+    started = cpu()
+    for _ in range(repeat):
+        writer.store.client.command(sql)
+    without = (cpu() - started) / repeat
+    writer.store.command("DROP TABLE rapport.bench_t SYNC")
+    return with_settings, without
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    tables = shard_tables([v for _, v in records(args.events)])
+    rows = sum(t.num_rows for t in tables)
+    chunks = [t.column(0).num_chunks for t in tables]
+    print(f"{rows:,} rows in {len(tables)} shard tables of {chunks} chunks")
+    ways: dict[str, Pieces] = {
+        f"{INSERT_ROWS:,} a slice (before)": slices(INSERT_ROWS),
+        "500,000 a slice, chunked": slices(500_000),
+        "arrow_inserts (now)": arrow_inserts,
+    }
+    with tempfile.TemporaryDirectory(prefix="rapport-bench-") as tmp:
+        settings = Settings(home=Path(tmp) / "home", clickhouse_url=f"chdb://{tmp}/clickhouse")
+        writer = DirectWriter(settings)
+        try:
+            print(f"{'way':<28} {'insert':>8} {'FINAL count':>12} {'3 s after':>10} {'parts':>6}")
+            best: dict[str, float] = {}
+            version = 10
+            for _ in range(args.rounds):
+                for name, pieces in ways.items():
+                    version += 1
+                    insert, count, merges, parts = measure(writer, version, tables, pieces)
+                    whole = insert + count + merges
+                    best[name] = min(best.get(name, whole), whole)
+                    print(
+                        f"{name:<28} {insert:7.2f}s {count:11.2f}s {merges:9.2f}s {parts:6d}",
+                        flush=True,
+                    )
+            now = best["arrow_inserts (now)"]
+            for name, seconds in best.items():
+                print(f"best of the rounds, all three: {name:<28} {seconds:5.2f} s CPU", end="")
+                print(f"   {seconds / now:4.2f}x arrow_inserts")
+            with_settings, without = command_cpu(writer)
+            print(
+                f"a DDL command: {with_settings * 1000:.2f} ms CPU with per-call settings, "
+                f"{without * 1000:.2f} ms without ({with_settings / without:.0f}x)"
+            )
+        finally:
+            writer.close()
+
+
+if __name__ == "__main__":
+    main()
