@@ -1,13 +1,18 @@
-"""The replay's Kafka reader (aiokafka) against librdkafka (confluent-kafka), same records.
+"""The replay's Kafka reader against aiokafka's consumer and librdkafka, same records.
 
-Both read the same snapshot of `rapport.events` (bench_replay's events, produced once to a
-private broker) and do nothing with the records but count them and their bytes (checked equal).
-Rounds alternate (aiokafka, librdkafka, aiokafka, ...) so a change in the machine's load falls on
-both. CPU is this process's (its threads included: librdkafka fetches in threads of its own),
-from `os.times()`; the broker's is left out, it serves both the same way.
+Each reads the same snapshot of `rapport.events` (bench_replay's events, produced once to a
+private broker) and does nothing with the records but count them and their bytes (checked equal):
+  scan:       `streams.log_reader.scan_log`, the replay's reader (fetch requests through
+              aiokafka's client, records straight from its C record batches);
+  consumer:   `AIOKafkaConsumer.getmany` up to the same ends (what the replay read with before:
+              the baseline);
+  librdkafka: confluent-kafka's batched `consume`, when installed.
+Rounds alternate (scan, consumer, librdkafka, scan, ...) so a change in the machine's load falls
+on all. CPU is this process's (its threads included: librdkafka fetches in threads of its own),
+from `os.times()`; the broker's, from `/proc`, is printed beside it (it is not in the ratios).
 
-confluent-kafka is not a dependency of Rapport (the replay reads with aiokafka); without it the
-bench measures aiokafka alone and says so:
+confluent-kafka is not a dependency of Rapport; without it the bench leaves librdkafka out and
+says so:
 
     .venv/bin/pip install confluent-kafka     # for the comparison
     .venv/bin/python bench/bench_readers.py [--events 500000] [--rounds 3]
@@ -27,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_replay import records
+from bench_replay import cpu_seconds, records
 from common import private_broker, rate
 
 from rapport.settings import Settings
@@ -38,7 +43,7 @@ from streams.topics import ensure_topics
 Reader = Callable[[Settings, Snapshot], tuple[int, int]]
 
 
-def read_aiokafka(settings: Settings, snapshot: Snapshot) -> tuple[int, int]:
+def read_scan(settings: Settings, snapshot: Snapshot) -> tuple[int, int]:
     """(records, value bytes) of the snapshot through the replay's own scan."""
     import asyncio
 
@@ -51,6 +56,55 @@ def read_aiokafka(settings: Settings, snapshot: Snapshot) -> tuple[int, int]:
 
     asyncio.run(_scan(settings.kafka_bootstrap, snapshot, on_records))
     return count, size
+
+
+def read_consumer(settings: Settings, snapshot: Snapshot) -> tuple[int, int]:
+    """The same with `AIOKafkaConsumer.getmany`, the replay's settings before the scan."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import TopicPartition
+
+    async def read() -> tuple[int, int]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+            client_id="rapport-bench-readers",
+        )
+        wanted = {
+            TopicPartition(snapshot.topic, p): end
+            for p, end in snapshot.ends.items()
+            if end > snapshot.begins.get(p, 0)
+        }
+        count = size = 0
+        await consumer.start()
+        try:
+            consumer.assign(list(wanted))
+            await consumer.seek_to_beginning(*wanted)
+            while wanted:
+                fetched = await consumer.getmany(*wanted, timeout_ms=1000, max_records=20_000)
+                for tp, got in fetched.items():
+                    end = wanted.get(tp)
+                    if end is None:
+                        continue
+                    below = [r for r in got if r.offset < end]
+                    count += len(below)
+                    size += sum(len(r.value) for r in below)
+                    if got and got[-1].offset >= end - 1:
+                        del wanted[tp]
+                        consumer.pause(tp)
+                for tp in list(wanted):
+                    if await consumer.position(tp) >= wanted[tp]:
+                        del wanted[tp]
+        finally:
+            await consumer.stop()
+        return count, size
+
+    return asyncio.run(read())
 
 
 def read_librdkafka(settings: Settings, snapshot: Snapshot) -> tuple[int, int]:
@@ -91,16 +145,18 @@ def read_librdkafka(settings: Settings, snapshot: Snapshot) -> tuple[int, int]:
 
 
 def measure(name: str, reader: Reader, settings: Settings, snapshot: Snapshot) -> float:
-    """Runs one read; prints and returns its CPU seconds."""
-    before, started = os.times(), time.perf_counter()
+    """Runs one read; prints and returns its CPU seconds (and prints the broker's meanwhile)."""
+    before, broker_before = os.times(), cpu_seconds(settings)[2]
+    started = time.perf_counter()
     count, size = reader(settings, snapshot)
     after, wall = os.times(), time.perf_counter() - started
+    broker = cpu_seconds(settings)[2] - broker_before
     cpu = (after.user - before.user) + (after.system - before.system)
     if count != snapshot.total:
         raise RuntimeError(f"{name} read {count:,} records of {snapshot.total:,}")
     print(
         f"  {name:<11} {wall:5.2f} s wall {rate(count, wall):>11}  CPU {cpu:5.2f} s "
-        f"{cpu / count * 1e6:5.2f} us/record  ({size:,} bytes)",
+        f"{cpu / count * 1e6:5.2f} us/record, broker {broker:4.2f} s  ({size:,} bytes)",
         flush=True,
     )
     return cpu
@@ -111,7 +167,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    readers: list[tuple[str, Reader]] = [("aiokafka", read_aiokafka)]
+    readers: list[tuple[str, Reader]] = [("scan", read_scan), ("consumer", read_consumer)]
     try:
         import confluent_kafka
 
@@ -130,14 +186,13 @@ def main() -> None:
             print(f"round {number}")
             for name, reader in readers:
                 cpu[name].append(measure(name, reader, settings, snapshot))
-    if len(readers) == 2:
-        ratios = [a / b for a, b in zip(cpu["aiokafka"], cpu["librdkafka"], strict=True)]
+    for name, _ in readers[1:]:
+        ratios = [b / a for a, b in zip(cpu["scan"], cpu[name], strict=True)]
         print(
-            "CPU aiokafka / librdkafka per round: "
+            f"CPU {name} / scan per round: "
             + ", ".join(f"{r:.2f}x" for r in ratios)
-            + f"; librdkafka would save {min(cpu['aiokafka']) - max(cpu['librdkafka']):.2f}-"
-            f"{max(cpu['aiokafka']) - min(cpu['librdkafka']):.2f} s of CPU per "
-            f"{snapshot.total:,} records"
+            + f"; the scan saves {min(cpu[name]) - max(cpu['scan']):.2f}-"
+            f"{max(cpu[name]) - min(cpu['scan']):.2f} s of CPU per {snapshot.total:,} records"
         )
 
 

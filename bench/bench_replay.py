@@ -82,8 +82,8 @@ def records(count: int) -> list[tuple[bytes, bytes]]:
 
 
 def bare_read(settings: Settings, snapshot: Snapshot) -> int:
-    """Every record of the snapshot with aiokafka (the replay's consumer settings), nothing else:
-    no JSON, no touches, no rows. Returns the count."""
+    """Every record of the snapshot with the replay's reader (`streams.log_reader`), nothing
+    else: no JSON, no touches, no rows. Returns the count."""
     count = 0
 
     def on_records(partition: int, records: list[Any]) -> None:
@@ -290,7 +290,7 @@ def main() -> None:
         read_best = min(read_one, read_forked)
         n = result.events
         print("floor (Kafka and ClickHouse alone, same events and rows):")
-        print(f"  bare read, 1 consumer          {read_one:6.1f} s  {rate(n, read_one)}")
+        print(f"  bare read, 1 reader            {read_one:6.1f} s  {rate(n, read_one)}")
         label = f"bare read, {parts} processes"
         print(f"  {label:<30} {read_forked:6.1f} s  {rate(n, read_forked)}")
         print(f"  bare insert interactions       {insert:6.1f} s  {rate(int_rows, insert)}")
@@ -299,7 +299,8 @@ def main() -> None:
         print(
             f"  CPU: bare read ({parts} processes, broker included) {read_cpu:.1f} s, "
             f"bare insert (with reading the rows back) {insert_cpu:.1f} s; the readers alone "
-            f"(aiokafka) {readers_cpu:.1f} s, {readers_cpu / snapshot.total * 1e6:.1f} us/event"
+            f"(streams.log_reader) {readers_cpu:.1f} s, "
+            f"{readers_cpu / snapshot.total * 1e6:.1f} us/event"
         )
         print(f"ratio replay / floor (read then insert): {(read_best + insert) / total:.2f}x")
         budget = cores / 100_000 * 1e6

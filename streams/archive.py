@@ -1,10 +1,10 @@
 """Reading the event log (a snapshot of `rapport.events`) and archives of it.
 
 `read_log` reads every partition from its beginning up to the end offsets taken when the
-snapshot was made, in batches (aiokafka `getmany`), so events appended meanwhile are left for the
-live worker. `rapport export` writes the same events to an archive: NDJSON, one event per line
-exactly as the log holds it, or Parquet (columns partition, offset, key, event) with pyarrow;
-`read_archive` reads either back.
+snapshot was made, in batches (fetch requests through aiokafka's client, `streams.log_reader`),
+so events appended meanwhile are left for the live worker. `rapport export` writes the same
+events to an archive: NDJSON, one event per line exactly as the log holds it, or Parquet
+(columns partition, offset, key, event) with pyarrow; `read_archive` reads either back.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rapport.settings import Settings
+from streams.log_reader import scan_log
 
 FETCH_RECORDS = 20_000
 PARQUET_MAGIC = b"PAR1"
@@ -125,38 +126,9 @@ def read_log(
 async def _scan(
     bootstrap: str, snapshot: Snapshot, on_records: Callable[[int, list[Any]], None]
 ) -> None:
-    """Every record of the snapshot's topic below its end offsets, partition batch by batch."""
-    from aiokafka.structs import TopicPartition
-
-    wanted = {
-        TopicPartition(snapshot.topic, p): end
-        for p, end in snapshot.ends.items()
-        if end > snapshot.begins.get(p, 0)
-    }
-    if not wanted:
-        return
-    consumer = _consumer(bootstrap)
-    await consumer.start()
-    try:
-        consumer.assign(list(wanted))
-        await consumer.seek_to_beginning(*wanted)
-        while wanted:
-            fetched = await consumer.getmany(*wanted, timeout_ms=1000, max_records=FETCH_RECORDS)
-            for tp, records in fetched.items():
-                end = wanted.get(tp)
-                if end is None:
-                    continue
-                below = [r for r in records if r.offset < end]
-                if below:
-                    on_records(tp.partition, below)
-                if records and records[-1].offset >= end - 1:
-                    del wanted[tp]
-                    consumer.pause(tp)
-            for tp in list(wanted):
-                if await consumer.position(tp) >= wanted[tp]:
-                    del wanted[tp]
-    finally:
-        await consumer.stop()
+    """Every record of the snapshot's topic from its begins below its ends, partition batch by
+    batch (`streams.log_reader`)."""
+    await scan_log(bootstrap, snapshot.topic, snapshot.begins, snapshot.ends, on_records)
 
 
 # --- archives ---------------------------------------------------------------------------------
