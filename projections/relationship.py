@@ -18,12 +18,13 @@ bounded; an event older than the newest settled touch (`horizon`) is then late t
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
+import operator
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import pairwise
 from typing import Any
 
 import msgspec
@@ -125,21 +126,27 @@ class RelationshipState:
             object.__setattr__(self, "timeline_json", timeline)  # a cache of a frozen value
         settled = self.settled_json
         if settled is None:
-            settled = msgspec.json.encode(tally_to_json(self.settled))
+            settled = msgspec.json.encode(_encodable(self.settled))
             object.__setattr__(self, "settled_json", settled)
-        return msgspec.json.encode(self._doc(msgspec.Raw(settled), msgspec.Raw(timeline)))
+        return msgspec.json.encode(
+            self._doc(msgspec.Raw(settled), msgspec.Raw(timeline), _encodable(self.view))
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return self._doc(tally_to_json(self.settled), [t.to_json() for t in self.timeline])
+        return self._doc(
+            tally_to_json(self.settled),
+            [t.to_json() for t in self.timeline],
+            tally_to_json(self.view),
+        )
 
-    def _doc(self, settled: Any, timeline: Any) -> dict[str, Any]:
+    def _doc(self, settled: Any, timeline: Any, view: Any) -> dict[str, Any]:
         """The stored form, with `settled` and `timeline` given as values or encoded JSON."""
         return {
             "workspace": self.workspace,
             "contact_id": self.contact_id,
             "settled": settled,
             "timeline": timeline,
-            "view": tally_to_json(self.view),
+            "view": view,
             "newest": self.newest,
             "seen": seen_set.packed(self.seen),  # 16 hex digits each, ascending
             "revision": self.revision,
@@ -357,17 +364,14 @@ def replayed(
     """
     if not touches:
         return RelationshipState(workspace=workspace, contact_id=contact_id)
-    fingerprints = {seen_set.fingerprint(t.event_id) for t in touches}
-    orders = [t.order for t in touches]
-    if len(fingerprints) != len(touches) or any(a >= b for a, b in pairwise(orders)):
+    fingerprints = set(seen_set.fingerprints([t.event_id for t in touches]))
+    ats = [t.at for t in touches]
+    if len(fingerprints) != len(touches) or not _strictly_ordered(touches, ats):
         fresh = RelationshipState(workspace=workspace, contact_id=contact_id)
         return apply_all(fresh, touches, policy)
-    newest = touches[-1].at
+    newest = ats[-1]
     cut = newest - policy.lateness_ms
-    keep = max(
-        bisect.bisect_left(touches, cut, key=lambda t: t.at),
-        len(touches) - policy.lateness_touches,
-    )
+    keep = max(bisect.bisect_left(ats, cut), len(touches) - policy.lateness_touches)
     settled = fold_in_order(_NOTHING, touches[:keep], policy) if keep else _NOTHING
     return RelationshipState(
         workspace=workspace,
@@ -380,6 +384,15 @@ def replayed(
         revision=len(touches),
         horizon=touches[keep - 1].order if keep else None,
     )
+
+
+def _strictly_ordered(touches: Sequence[Touch], ats: list[int]) -> bool:
+    """Whether the touches' (occurred_at, event_id) only grow: compared by time alone, in C,
+    unless two share a time."""
+    if all(map(operator.lt, ats, itertools.islice(ats, 1, None))):
+        return True
+    orders = [t.order for t in touches]
+    return all(map(operator.lt, orders, itertools.islice(orders, 1, None)))
 
 
 def apply_touch(state: RelationshipState, touch: Touch, policy: Policy) -> RelationshipState:
@@ -547,6 +560,21 @@ def tally_to_json(t: Tally) -> dict[str, Any]:
         "members": sorted(t.members),
         "late": t.late,
     }
+
+
+def _encodable(t: Tally) -> dict[str, Any]:
+    """`tally_to_json` for encoding only, the same JSON: tuples stay tuples (msgspec writes
+    both as arrays), so every field but six is taken as it is (`structs.asdict`, in C). A
+    replay encodes two tallies per relationship, the live worker one per state it writes."""
+    doc = msgspec.structs.asdict(t)
+    doc["our"] = t.our.to_json()
+    doc["their"] = t.their.to_json()
+    run = t.run
+    if run is not None:
+        doc["run"] = (run.last_at, run.inbound, run.outbound, run.qualified)
+    doc["platforms"] = sorted(t.platforms)
+    doc["members"] = sorted(t.members)
+    return doc
 
 
 def tally_from_json(data: dict[str, Any]) -> Tally:

@@ -16,13 +16,14 @@ import hashlib
 import re
 import sys
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TypeAlias
 
 Seen: TypeAlias = "array[int]"  # typecode "Q", ascending, never modified once a state holds it
 
 _EVENT_ID = re.compile(r"[0-9a-f]{32}")  # what `events.ids.event_id` makes
 _HEX16 = re.compile(r"[0-9a-f]{16}")
+_HEX_RUN = re.compile(r"[0-9a-f]*")
 
 
 def fingerprint(event_id: str) -> int:
@@ -32,6 +33,28 @@ def fingerprint(event_id: str) -> int:
     if len(event_id) == 32 and _EVENT_ID.fullmatch(event_id):
         return int(event_id[:16], 16)
     return _hashed(event_id)
+
+
+def fingerprints(event_ids: Sequence[str]) -> Seen:
+    """`fingerprint` of each id, in order (not a seen-set: unsorted, repeats kept).
+
+    When every id is one of ours (32 lowercase hex digits), all at once: their hex decoded in
+    one go and the first 8 bytes of each taken, with no Python work per id. A replay takes the
+    fingerprints of every event it folds (`projections.relationship.replayed`).
+    """
+    joined = "".join(event_ids)
+    if (
+        len(joined) == 32 * len(event_ids)
+        and _HEX_RUN.fullmatch(joined)
+        and all(map((32).__eq__, map(len, event_ids)))
+    ):
+        words = array("Q")
+        words.frombytes(bytes.fromhex(joined))  # two words per id, the first is its print
+        prints = words[::2]
+        if sys.byteorder == "little":
+            prints.byteswap()
+        return prints
+    return array("Q", map(fingerprint, event_ids))
 
 
 def _hashed(text: str) -> int:

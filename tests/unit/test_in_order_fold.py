@@ -20,6 +20,7 @@ from projections.in_order import fold_in_order
 from projections.policy import DAY_MS, Policy
 from projections.relationship import (
     RelationshipState,
+    _encodable,
     apply_all,
     replayed,
     tally_to_json,
@@ -95,6 +96,8 @@ def _same(a: Tally, b: Tally) -> None:
     assert a == b
     # the same bytes: every float bit for bit, the conversations in the same order
     assert msgspec.json.encode(tally_to_json(a)) == msgspec.json.encode(tally_to_json(b))
+    # and what the stored state encodes (sketched latencies, runs, sets) is that JSON
+    assert msgspec.json.encode(_encodable(a)) == msgspec.json.encode(tally_to_json(a))
 
 
 @settings(max_examples=300, deadline=None)

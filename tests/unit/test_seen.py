@@ -34,6 +34,27 @@ def test_only_32_lowercase_hex_digits_keep_their_prefix(text: str) -> None:
     assert seen.fingerprint(text) == expected
 
 
+_ID_PARTS = st.one_of(
+    st.builds(lambda n: event_id("w", "x", f"obj:{n}"), st.integers(0, 10**6)),
+    st.text(alphabet="0123456789abcdef", min_size=0, max_size=48),  # hex, any length
+    st.text(alphabet="0123456789abcdefABCDEF-g", min_size=30, max_size=34),
+)
+
+
+@given(st.lists(_ID_PARTS, max_size=40))
+def test_fingerprints_in_bulk_are_each_ids_fingerprint_in_order(ids: list[str]) -> None:
+    """Lengths that add up to 32 per id (31 + 33), upper case, repeats: the bulk path takes
+    only lists of ids that are all ours, the rest id by id."""
+    assert list(seen.fingerprints(ids)) == [seen.fingerprint(i) for i in ids]
+
+
+def test_fingerprints_in_bulk_of_ids_whose_lengths_only_add_up() -> None:
+    ours = event_id("w", "x", "obj:1")
+    ids = [ours[:31], ours + "0"]  # 63 + 1 = 64 hex digits, two ids, neither ours
+    assert list(seen.fingerprints(ids)) == [seen._hashed(i) for i in ids]
+    assert list(seen.fingerprints([ours, ours])) == [int(ours[:16], 16)] * 2
+
+
 def test_the_stored_form_is_the_earlier_one_for_event_ids() -> None:
     ids = [event_id("w", "x", f"obj:{n}") for n in range(50)]
     values = seen.merged(seen.empty(), {seen.fingerprint(i) for i in ids})
