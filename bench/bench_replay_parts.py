@@ -14,8 +14,12 @@ seconds of this process, cyclic GC off as in the replay):
                  and the shard's whole fold (`_fold_jobs`: state, read-model row, stored JSON);
   tally JSON:    `tally_to_json` (field by field) against a loop over `fields(Tally)` with
                  isinstance (its form before), same bytes checked;
+  tally encoded: the stored JSON of a tally from `structs.asdict` (`_encodable`, what
+                 `to_json` writes) against encoding `tally_to_json` (before), same bytes checked;
   fingerprint:   `seen.fingerprint` (a regex checks for our 32 hex digits) against the same
-                 rule with `str.strip` (tried, not kept), same values checked;
+                 rule with `str.strip` (tried, not kept), same values checked; and a
+                 relationship's fingerprints at once (`seen.fingerprints`, what `replayed`
+                 takes) against one by one (before);
   a tally:       a changed copy of a `Tally` (msgspec `structs.replace`, as `step` makes per
                  touch) against the same copy of a frozen slotted dataclass with the same
                  fields (what `Tally` was: each field set through `object.__setattr__`);
@@ -51,6 +55,7 @@ from projections.latency import Latencies
 from projections.policy import DEFAULT_POLICY
 from projections.relationship import (
     RelationshipState,
+    _encodable,
     apply_all,
     replayed,
     tally_to_json,
@@ -238,12 +243,25 @@ def main() -> None:
         generic * per,
     )
 
+    encoded = [msgspec.json.encode(_encodable(t)) for t in tallies]
+    assert encoded == same
+    per = 1e6 / len(tallies)
+    from_asdict = cpu(lambda: [msgspec.json.encode(_encodable(t)) for t in tallies])
+    from_json = cpu(lambda: [msgspec.json.encode(tally_to_json(t)) for t in tallies])
+    line("a tally encoded (structs.asdict)", from_asdict * per, "us", "tally_to_json (before)",
+         from_json * per)  # fmt: skip
+
     ids = [t.event_id for _, _, ts in jobs for t in ts]
     assert [seen.fingerprint(i) for i in ids] == [stripped_fingerprint(i) for i in ids]
     per = 1e9 / len(ids)
     regexed = cpu(lambda: [seen.fingerprint(i) for i in ids])
     stripped = cpu(lambda: [stripped_fingerprint(i) for i in ids])
     line("fingerprint, regex", regexed * per, "ns", "str.strip (tried)", stripped * per)
+    histories = [[t.event_id for t in ts] for _, _, ts in jobs]
+    assert all(list(seen.fingerprints(h)) == [seen.fingerprint(i) for i in h] for h in histories)
+    bulk = cpu(lambda: [seen.fingerprints(h) for h in histories])
+    each = cpu(lambda: [[seen.fingerprint(i) for i in h] for h in histories])
+    line("fingerprints, a history at once", bulk * per, "ns", "one by one (before)", each * per)
 
     changes = {"count": 2, "last_at": 7, "strength": 1.5}  # as a step changes a few fields
     as_struct = tallies[: 20_000 // 2 * 2]
