@@ -21,6 +21,8 @@ import contextlib
 import functools
 import gc
 import json
+import logging
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -66,6 +68,7 @@ from streams.replay_rows import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("rapport.replay")
 INSERT_ROWS = 100_000
 # Arrow inserts: each insert writes a part per month it spans, which ClickHouse then merges and
 # `FINAL` reads across, so fewer, larger inserts cost less CPU (`bench/bench_replay_insert.py`).
@@ -1024,16 +1027,44 @@ def _stamped(data: Any, updated_at_ms: int) -> Any:
     return data.set_column(index, "updated_at", stamp)
 
 
-def _send_arrow(conn: Any, tag: str, data: Any, *rest: Any) -> None:
-    """A message whose second item is an Arrow table (or None), the table as an Arrow IPC
-    stream in a message of its own, which the parent reads in place: pickling a table of one
-    chunk per fetch cost the shard and the parent about twice the CPU
-    (`bench/bench_replay_parts.py`, the `to the parent` line)."""
+def shared_memory_dir() -> str:
+    """Where the shards leave their Arrow streams for the parent: shared memory (`/dev/shm`)
+    where the system has it, the temp directory otherwise."""
+    import os
+    import tempfile
+
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return tempfile.gettempdir()
+
+
+def _send_arrow(conn: Any, tag: str, data: Any, *rest: Any, spool: str | None = None) -> None:
+    """A message whose second item is an Arrow table (or None). The table goes as an Arrow IPC
+    stream: written to a file in `spool` (shared memory), which the parent maps and reads in
+    place, or, without a spool or when that file cannot be written (shared memory full), in a
+    message of its own through the pipe. Pickling cost both processes twice the CPU of the
+    pipe, and the pipe about twice that of the file (`bench/bench_replay_parts.py`, `to the
+    parent`)."""
+    import os
+
     import pyarrow as pa
 
     if data is None:
         conn.send((tag, None, *rest))
         return
+    if spool is not None:
+        path = os.path.join(spool, f"{tag}-{os.getpid()}.arrow")
+        try:
+            with pa.OSFile(path, "wb") as sink, pa.ipc.new_stream(sink, data.schema) as writer:
+                writer.write_table(data)
+        except OSError as error:
+            log.warning("replay shard: %s not written (%s), the pipe takes the table", path, error)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        else:
+            conn.send((tag, path, *rest))
+            return
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, data.schema) as writer:
         writer.write_table(data)
@@ -1043,12 +1074,20 @@ def _send_arrow(conn: Any, tag: str, data: Any, *rest: Any) -> None:
 
 
 def _with_arrow(conn: Any, message: Any) -> Any:
-    """The message `_send_arrow` sent, its table read in place from the stream after it."""
+    """The message `_send_arrow` sent, its table read in place (from the mapped file, which is
+    removed, or from the stream that followed in the pipe)."""
+    import os
+
     import pyarrow as pa
 
-    if message[1] is None:
+    where = message[1]
+    if where is None:
         return message
-    data = pa.ipc.open_stream(pa.py_buffer(conn.recv_bytes())).read_all()
+    if isinstance(where, str):
+        data = pa.ipc.open_stream(pa.memory_map(where)).read_all()
+        os.unlink(where)  # the mapping stays until the table is gone
+    else:
+        data = pa.ipc.open_stream(pa.py_buffer(conn.recv_bytes())).read_all()
     return (message[0], data, *message[2:])
 
 
@@ -1060,6 +1099,7 @@ def _shard_main(
     policy_of: Callable[[str], Policy],
     read: Any,
     folded: Any,
+    spool: str,
 ) -> None:
     """One forked shard: read its partitions, then (told the final identity map) send its
     interaction rows as Arrow, hand over the relationships other shards share, fold the rest."""
@@ -1090,7 +1130,7 @@ def _shard_main(
         _, groups = calc.assign(contacts)
         data = _resolve_contacts(pa.concat_tables(parts), contacts) if parts else None
         parts.clear()
-        _send_arrow(conn, "rows", data, 0 if data is None else data.num_rows)
+        _send_arrow(conn, "rows", data, 0 if data is None else data.num_rows, spool=spool)
         del data
         conn.send(("shared", {key: groups.pop(key) for key in shared if key in groups}))
         jobs, policies = _jobs_of(groups, policy_of)
@@ -1109,7 +1149,7 @@ def _shard_main(
         if changelog_topic is not None:  # the worker state: this shard's records, from here
             append_records(settings, changelog_topic, changelog, timeout_s=120)
             produced, changelog = len(changelog), []
-        _send_arrow(conn, "folded", table, changelog, sorted(policies), produced)
+        _send_arrow(conn, "folded", table, changelog, sorted(policies), produced, spool=spool)
     except BaseException:
         with contextlib.suppress(Exception):
             conn.send(("error", traceback.format_exc()))
@@ -1156,6 +1196,7 @@ class _Shards:
         parts: int,
     ) -> None:
         import multiprocessing
+        import tempfile
 
         import pyarrow as pa
         import pyarrow.compute  # imported once here, not in every shard
@@ -1165,6 +1206,7 @@ class _Shards:
         pa.array([0])
 
         context = multiprocessing.get_context("fork")
+        self.spool = tempfile.mkdtemp(prefix="rapport-replay-", dir=shared_memory_dir())
         self.policy_of = policy_of
         self.conns: list[Any] = []
         self.procs: list[Any] = []
@@ -1176,7 +1218,7 @@ class _Shards:
             read, folded = context.RawValue("q", 0), context.RawValue("q", 0)
             proc = context.Process(
                 target=_shard_main,
-                args=(theirs, settings, share, workspaces, policy_of, read, folded),
+                args=(theirs, settings, share, workspaces, policy_of, read, folded, self.spool),
                 name="rapport-replay-shard",
                 daemon=True,
             )
@@ -1377,6 +1419,8 @@ class _Shards:
             if proc.is_alive():
                 proc.terminate()
                 proc.join()
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.spool)  # with the tables of a failed run, unread
 
 
 # --- the replay -------------------------------------------------------------------------------

@@ -370,10 +370,56 @@ def _sharded(
             policy_of, lambda table, data: written.append(data), "interactions_v2",
             replay_module.NoProgress(), changelog_topic=changelog_topic,
         )  # fmt: skip
+        assert os.listdir(shards.spool) == []  # every table the shards left was read, removed
     finally:
         shards.close()
+    assert not os.path.exists(shards.spool)
     assert count == sum(t.num_rows for t in written)
     return outcome, written
+
+
+def _table(rows: int) -> Any:
+    import pyarrow as pa
+
+    return pa.table({"event_id": [f"e{n}" for n in range(rows)], "at": list(range(rows))})
+
+
+def test_a_shards_table_goes_through_shared_memory_and_the_file_is_removed(
+    tmp_path: Path,
+) -> None:
+    from multiprocessing import Pipe
+
+    from streams.replay import _send_arrow, _with_arrow
+
+    mine, theirs = Pipe()
+    table = _table(1_000)
+    _send_arrow(theirs, "rows", table, 1_000, spool=str(tmp_path))
+    message = mine.recv()
+    assert message[0] == "rows" and message[2] == 1_000
+    assert Path(message[1]).parent == tmp_path and Path(message[1]).exists()
+    tag, got, count = _with_arrow(mine, message)
+    assert (tag, count) == ("rows", 1_000) and got.equals(table)
+    assert list(tmp_path.iterdir()) == []
+    assert _with_arrow(mine, ("rows", None, 0)) == ("rows", None, 0)
+
+
+def test_without_room_in_shared_memory_the_table_takes_the_pipe(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from multiprocessing import Pipe
+
+    from streams.replay import _send_arrow, _with_arrow
+
+    mine, theirs = Pipe()
+    table = _table(200)  # small: the pipe holds it while this one process is both ends
+    gone = tmp_path / "removed"  # a spool that cannot be written
+    with caplog.at_level("WARNING", logger="rapport.replay"):
+        _send_arrow(theirs, "folded", table, ["acme"], spool=str(gone))
+    assert "the pipe takes the table" in caplog.text
+    _, got, names = _with_arrow(mine, mine.recv())
+    assert got.equals(table) and names == ["acme"]
+    _send_arrow(theirs, "folded", table, ["acme"])  # no spool at all: the pipe
+    assert _with_arrow(mine, mine.recv())[1].equals(table)
 
 
 def test_sharded_replay_equals_one_process(
