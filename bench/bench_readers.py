@@ -36,7 +36,7 @@ from bench_replay import cpu_seconds, records
 from common import private_broker, rate
 
 from rapport.settings import Settings
-from streams.archive import Snapshot, _scan, take_snapshot
+from streams.archive import Snapshot, _consumer, _scan, take_snapshot
 from streams.eventlog import append_records
 from streams.topics import ensure_topics
 
@@ -62,19 +62,10 @@ def read_consumer(settings: Settings, snapshot: Snapshot) -> tuple[int, int]:
     """The same with `AIOKafkaConsumer.getmany`, the replay's settings before the scan."""
     import asyncio
 
-    from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
     async def read() -> tuple[int, int]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024,
-            client_id="rapport-bench-readers",
-        )
+        consumer = _consumer(settings.kafka_bootstrap)  # the replay's reading settings before
         wanted = {
             TopicPartition(snapshot.topic, p): end
             for p, end in snapshot.ends.items()
