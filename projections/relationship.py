@@ -126,27 +126,21 @@ class RelationshipState:
             object.__setattr__(self, "timeline_json", timeline)  # a cache of a frozen value
         settled = self.settled_json
         if settled is None:
-            settled = msgspec.json.encode(_encodable(self.settled))
+            settled = msgspec.json.encode(tally_to_json(self.settled))
             object.__setattr__(self, "settled_json", settled)
-        return msgspec.json.encode(
-            self._doc(msgspec.Raw(settled), msgspec.Raw(timeline), _encodable(self.view))
-        )
+        return msgspec.json.encode(self._doc(msgspec.Raw(settled), msgspec.Raw(timeline)))
 
     def to_dict(self) -> dict[str, Any]:
-        return self._doc(
-            tally_to_json(self.settled),
-            [t.to_json() for t in self.timeline],
-            tally_to_json(self.view),
-        )
+        return self._doc(tally_to_json(self.settled), [t.to_json() for t in self.timeline])
 
-    def _doc(self, settled: Any, timeline: Any, view: Any) -> dict[str, Any]:
+    def _doc(self, settled: Any, timeline: Any) -> dict[str, Any]:
         """The stored form, with `settled` and `timeline` given as values or encoded JSON."""
         return {
             "workspace": self.workspace,
             "contact_id": self.contact_id,
             "settled": settled,
             "timeline": timeline,
-            "view": view,
+            "view": tally_to_json(self.view),
             "newest": self.newest,
             "seen": seen_set.packed(self.seen),  # 16 hex digits each, ascending
             "revision": self.revision,
@@ -524,51 +518,17 @@ def decayed_strength(row: dict[str, Any], at_ms: int, policy: Policy = DEFAULT_P
 
 
 def tally_to_json(t: Tally) -> dict[str, Any]:
-    """The stored form of a tally: its fields in order, tuples as lists, sets sorted.
+    """The stored form of a tally: its fields in order, sets sorted, the latencies and the run
+    as their JSON; tuples stay tuples (JSON arrays, as msgspec and `json` write both).
 
-    Field by field rather than a loop over `fields(Tally)`: every state the worker writes
-    encodes its view, and a replay encodes two tallies per relationship.
+    Taken with `structs.asdict` (in C) and six fields converted, rather than field by field
+    (1.48x less CPU, `bench/bench_replay_parts.py`): every state the worker writes encodes its
+    view, and a replay encodes two tallies per relationship.
     """
-    run = t.run
-    return {
-        "count": t.count,
-        "first_at": t.first_at,
-        "last_at": t.last_at,
-        "last_in_at": t.last_in_at,
-        "last_out_at": t.last_out_at,
-        "last_platform": t.last_platform,
-        "last_order": None if t.last_order is None else list(t.last_order),
-        "our_open_since": t.our_open_since,
-        "our": t.our.to_json(),
-        "their_open_since": t.their_open_since,
-        "their": t.their.to_json(),
-        "gives_out": t.gives_out,
-        "asks_out": t.asks_out,
-        "gives_in": t.gives_in,
-        "asks_in": t.asks_in,
-        "trailing": [list(row) for row in t.trailing],
-        "strength": t.strength,
-        "strength_at": t.strength_at,
-        "last_conv_day": t.last_conv_day,
-        "gaps": [list(gap) for gap in t.gaps],
-        "conversations": {k: [list(v[0]), list(v[1])] for k, v in t.conversations.items()},
-        "run": None if run is None else [run.last_at, run.inbound, run.outbound, run.qualified],
-        "run_qualified_at": list(t.run_qualified_at),
-        "platforms": sorted(t.platforms),
-        "platform_moves": t.platform_moves,
-        "last_conv": None if t.last_conv is None else list(t.last_conv),
-        "members": sorted(t.members),
-        "late": t.late,
-    }
-
-
-def _encodable(t: Tally) -> dict[str, Any]:
-    """`tally_to_json` for encoding only, the same JSON: tuples stay tuples (msgspec writes
-    both as arrays), so every field but six is taken as it is (`structs.asdict`, in C). A
-    replay encodes two tallies per relationship, the live worker one per state it writes."""
     doc = msgspec.structs.asdict(t)
     doc["our"] = t.our.to_json()
     doc["their"] = t.their.to_json()
+    doc["conversations"] = dict(t.conversations)  # not the tally's own mapping
     run = t.run
     if run is not None:
         doc["run"] = (run.last_at, run.inbound, run.outbound, run.qualified)
