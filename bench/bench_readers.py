@@ -36,7 +36,7 @@ from bench_replay import cpu_seconds, records
 from common import private_broker, rate
 
 from rapport.settings import Settings
-from streams.archive import Snapshot, _consumer, _scan, take_snapshot
+from streams.archive import FETCH_RECORDS, Snapshot, _consumer, _scan, take_snapshot
 from streams.eventlog import append_records
 from streams.topics import ensure_topics
 
@@ -77,7 +77,9 @@ def read_consumer(settings: Settings, snapshot: Snapshot) -> tuple[int, int]:
             consumer.assign(list(wanted))
             await consumer.seek_to_beginning(*wanted)
             while wanted:
-                fetched = await consumer.getmany(*wanted, timeout_ms=1000, max_records=20_000)
+                fetched = await consumer.getmany(
+                    *wanted, timeout_ms=1000, max_records=FETCH_RECORDS
+                )
                 for tp, got in fetched.items():
                     end = wanted.get(tp)
                     if end is None:

@@ -1043,8 +1043,8 @@ def _send_arrow(conn: Any, tag: str, data: Any, *rest: Any, spool: str | None = 
     """A message whose second item is an Arrow table (or None). The table goes as an Arrow IPC
     stream: written to a file in `spool` (shared memory), which the parent maps and reads in
     place, or, without a spool or when that file cannot be written (shared memory full), in a
-    message of its own through the pipe. Pickling cost both processes twice the CPU of the
-    pipe, and the pipe about twice that of the file (`bench/bench_replay_parts.py`, `to the
+    message of its own through the pipe. Pickling cost both processes about twice the CPU of
+    the pipe, and the pipe 1.2-2x that of the file (`bench/bench_replay_parts.py`, `to the
     parent`)."""
     import os
 
