@@ -8,10 +8,13 @@ writer does), then the replay's `FINAL` count runs, then the process idles 3 s w
 merges what it wants to. CPU is this process's (the embedded engine runs in its threads), from
 `time.process_time()`. Ways, alternated over the rounds:
 
-  100,000 a slice:       the replay before (slices of INSERT_ROWS, the chunks as they came);
+  100,000 a slice:       the replay two changes ago (slices of INSERT_ROWS, the chunks as
+                         they came);
   500,000 a slice:       larger slices, still one chunk per fetch;
-  arrow_inserts:         the replay now (`streams.replay.arrow_inserts`: 500,000-row slices,
-                         each one chunk).
+  arrow_inserts:         the replay before (`streams.replay.arrow_inserts`: 500,000-row
+                         slices, each one chunk);
+  arrow_inserts, unique: the replay now: the same slices with `projections.store.UNIQUE_ROWS`
+                         (no merge of a block with itself on insert; the rows are unique).
 
 Also the CPU of one DDL command through `ClickHouseStore.command` (it passes per-call settings,
 which clickhouse-connect's chdb backend reads, sets and restores around the command) against
@@ -35,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pyarrow as pa
 
 from bench.bench_replay import records
+from projections.store import UNIQUE_ROWS
 from rapport.settings import Settings
 from streams.replay import (
     INSERT_ROWS,
@@ -77,7 +81,7 @@ def slices(size: int) -> Pieces:
 
 
 def measure(
-    writer: DirectWriter, version: int, tables: list[Any], pieces: Pieces
+    writer: DirectWriter, version: int, tables: list[Any], pieces: Pieces, extra: dict[str, Any]
 ) -> tuple[float, float, float, int]:
     """CPU of the inserts, of the FINAL count, of the 3 s after; active parts at the end."""
     name = f"interactions_v{version}"
@@ -91,7 +95,11 @@ def measure(
             writer.store.client.insert_arrow(
                 f"rapport.{name}",
                 piece.cast(schema),
-                settings={"async_insert": 0, "insert_deduplication_token": f"b{version}:{number}"},
+                settings={
+                    "async_insert": 0,
+                    "insert_deduplication_token": f"b{version}:{number}",
+                    **extra,
+                },
             )
             number += 1
     inserted = cpu()
@@ -132,10 +140,11 @@ def main() -> None:
     rows = sum(t.num_rows for t in tables)
     chunks = [t.column(0).num_chunks for t in tables]
     print(f"{rows:,} rows in {len(tables)} shard tables of {chunks} chunks")
-    ways: dict[str, Pieces] = {
-        f"{INSERT_ROWS:,} a slice (before)": slices(INSERT_ROWS),
-        "500,000 a slice, chunked": slices(500_000),
-        "arrow_inserts (now)": arrow_inserts,
+    ways: dict[str, tuple[Pieces, dict[str, Any]]] = {
+        f"{INSERT_ROWS:,} a slice": (slices(INSERT_ROWS), {}),
+        "500,000 a slice, chunked": (slices(500_000), {}),
+        "arrow_inserts (before)": (arrow_inserts, {}),
+        "arrow_inserts, unique (now)": (arrow_inserts, UNIQUE_ROWS),
     }
     with tempfile.TemporaryDirectory(prefix="rapport-bench-") as tmp:
         settings = Settings(home=Path(tmp) / "home", clickhouse_url=f"chdb://{tmp}/clickhouse")
@@ -145,19 +154,19 @@ def main() -> None:
             best: dict[str, float] = {}
             version = 10
             for _ in range(args.rounds):
-                for name, pieces in ways.items():
+                for name, (pieces, extra) in ways.items():
                     version += 1
-                    insert, count, merges, parts = measure(writer, version, tables, pieces)
+                    insert, count, merges, parts = measure(writer, version, tables, pieces, extra)
                     whole = insert + count + merges
                     best[name] = min(best.get(name, whole), whole)
                     print(
                         f"{name:<28} {insert:7.2f}s {count:11.2f}s {merges:9.2f}s {parts:6d}",
                         flush=True,
                     )
-            now = best["arrow_inserts (now)"]
+            now = best["arrow_inserts, unique (now)"]
             for name, seconds in best.items():
                 print(f"best of the rounds, all three: {name:<28} {seconds:5.2f} s CPU", end="")
-                print(f"   {seconds / now:4.2f}x arrow_inserts")
+                print(f"   {seconds / now:4.2f}x now")
             with_settings, without = command_cpu(writer)
             print(
                 f"a DDL command: {with_settings * 1000:.2f} ms CPU with per-call settings, "

@@ -52,7 +52,7 @@ from projections.relationship import (
     touch_of,
     view_row,
 )
-from projections.store import ClickHouseStore, SqlReader, arrow_type, is_embedded
+from projections.store import UNIQUE_ROWS, ClickHouseStore, SqlReader, arrow_type, is_embedded
 from projections.tally import Touch
 from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
@@ -578,16 +578,17 @@ class DirectWriter:
         for row in rows:
             batch.append(row)
             if len(batch) >= INSERT_ROWS:
-                self.store.insert(table, columns, batch, self._token(table))
+                self.store.insert(table, columns, batch, self._token(table), unique=True)
                 progress.advance(len(batch))
                 batch = []
         if batch:
-            self.store.insert(table, columns, batch, self._token(table))
+            self.store.insert(table, columns, batch, self._token(table), unique=True)
             progress.advance(len(batch))
 
     def write_arrow(self, table: str, data: Any, progress: Progress) -> None:
         """Rows as an Arrow table (columns of `columns_of(table)`, times as epoch-ms ints), cast
-        to the table's own types and inserted in batches of ARROW_INSERT_ROWS."""
+        to the table's own types and inserted in batches of ARROW_INSERT_ROWS. A replay's rows
+        are unique (`UNIQUE_ROWS`), as in `write`."""
         schema = self._arrow_schema(table)
         if schema is None:
             self.write(table, _arrow_rows(data), progress)
@@ -596,7 +597,11 @@ class DirectWriter:
             self.store.client.insert_arrow(
                 f"{self.database}.{table}",
                 piece.cast(schema),
-                settings={"async_insert": 0, "insert_deduplication_token": self._token(table)},
+                settings={
+                    "async_insert": 0,
+                    "insert_deduplication_token": self._token(table),
+                    **UNIQUE_ROWS,
+                },
             )
             progress.advance(piece.num_rows)
 

@@ -133,7 +133,8 @@ def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) ->
                 rows.extend(tuple(r) for r in chunk.rows)
                 offsets.append((msg.topic, msg.partition, msg.offset))
             for table, (rows, offsets) in tables.items():
-                await sink.flush(table, columns_of(table), rows, batch_token(table, offsets))
+                token = batch_token(table, offsets)  # a build's rows: each event once (unique)
+                await sink.flush(table, columns_of(table), rows, token, unique=True)
                 log.info("replay: %d rows into %s", len(rows), table)
             yield None
 

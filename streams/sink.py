@@ -78,15 +78,21 @@ class ClickHouseSink:
             log.warning("ClickHouse at %s not ready at start: %s", redact(self.url), exc)
 
     async def flush(
-        self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], token: str
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        token: str,
+        unique: bool = False,
     ) -> None:
-        """Insert `rows` into `table`; on failure wait and try again, never drop them."""
+        """Insert `rows` into `table`; on failure wait and try again, never drop them.
+        `unique` as `ClickHouseStore.insert`."""
         if not rows:
             return
         delay = 0.2
         while True:
             try:
-                await self._run(lambda store: store.insert(table, columns, rows, token))
+                await self._run(lambda store: store.insert(table, columns, rows, token, unique))
             except Exception as exc:
                 self.failures += 1
                 self.last_error = self.failing[table] = f"{type(exc).__name__}: {exc}"

@@ -514,6 +514,46 @@ def test_shards_holding_the_same_event_fall_back(
         _sharded(monkeypatch, {0: log[:300], 1: log[200:]})
 
 
+def test_a_replays_inserts_skip_merging_a_block_with_itself(tmp_path: Path) -> None:
+    """A replay's rows are unique by the sorting key, so its inserts skip ReplacingMergeTree's
+    in-block merge (`UNIQUE_ROWS`). Shown with two rows that share a key, which a replay never
+    sends: each of its writes keeps both until FINAL or a merge; any other insert keeps one."""
+    from streams import replay as replay_module
+
+    writer = replay_module.DirectWriter(
+        Settings(home=tmp_path, clickhouse_url=f"chdb://{tmp_path / 'ch'}")
+    )
+    try:
+        writer.prepare(2, "b2")
+        rows = [
+            ["e1", "acme", "x:1", "x", "message", "inbound", "neutral", "1", "", "", "",
+             1_700_000_000_000, 1_700_000_000_000, "", str(n), "", -1, -1, 1]
+            for n in range(2)
+        ]  # fmt: skip
+        store, table = writer.store, "rapport.interactions_v2"
+
+        def counted(sql: str) -> int:
+            return int(store.query(sql).rows[0][0])
+
+        writer.write_arrow(
+            "interactions_v2", replay_module._arrow_of(rows), replay_module.NoProgress()
+        )
+        assert counted(f"SELECT count() FROM {table}") == 2
+        assert counted(f"SELECT count() FROM {table} FINAL") == 1
+        store.command(f"TRUNCATE TABLE {table}")
+        writer.write("interactions_v2", rows, replay_module.NoProgress())
+        assert counted(f"SELECT count() FROM {table}") == 2
+        store.command(f"TRUNCATE TABLE {table}")
+        stored = [
+            [*row[:11], *(datetime.fromtimestamp(row[11] / 1000, UTC),) * 2, *row[13:]]
+            for row in rows
+        ]
+        store.insert("interactions_v2", INTERACTION_COLUMNS, stored, "t1")
+        assert counted(f"SELECT count() FROM {table}") == 1
+    finally:
+        writer.close()
+
+
 def test_arrow_writes_go_in_slices_each_with_its_own_token_and_every_row_lands(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

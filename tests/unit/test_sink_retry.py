@@ -145,3 +145,27 @@ def test_a_worker_activates_its_version_before_it_consumes(
         unreachable.close()
     assert waits == [0.5, 1.0, 2.0, 4.0]
     assert "cannot activate projection version 2 yet" in caplog.text
+
+
+def test_unique_batches_skip_the_in_block_merge_others_keep_it(tmp_path: Path) -> None:
+    """`flush(..., unique=True)` (the worker's replay sink: a build's rows are each event once)
+    inserts without ReplacingMergeTree's in-block merge; the live sink's batches keep it. Two
+    rows sharing the sorting key show which one ran."""
+    event = collegemsg_interactions({"323"}, limit=1)[0]
+    twins = [interaction_row(event), interaction_row(event.model_copy(update={"object_id": "2"}))]
+
+    async def scenario() -> tuple[int, int]:
+        sink = ClickHouseSink(f"chdb://{tmp_path / 'ch'}", "rapport", retry_max_s=0.2)
+        counts = []
+        try:
+            await sink.start()
+            for n, unique in enumerate((True, False)):
+                await sink.command("TRUNCATE TABLE rapport.interactions")
+                await sink.flush("interactions", INTERACTION_COLUMNS, twins, f"t{n}", unique=unique)
+                result = await sink.query("SELECT count() FROM rapport.interactions", {})
+                counts.append(int(result.rows[0][0]))
+        finally:
+            sink.close()
+        return counts[0], counts[1]
+
+    assert asyncio.run(scenario()) == (2, 1)
