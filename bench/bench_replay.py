@@ -44,7 +44,7 @@ from projections.relationship import (
     replayed,
     touch_from_doc,
 )
-from projections.store import UNIQUE_ROWS, ClickHouseStore
+from projections.store import ClickHouseStore
 from rapport.process import read_pid
 from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
@@ -120,7 +120,7 @@ def bare_read_forked(settings: Settings, snapshot: Snapshot, parts: int) -> None
 def bare_insert(settings: Settings, source: str, rows: int) -> float:
     """The replay's interaction rows, as Arrow already, inserted into a fresh table of the same
     engine in the pieces and with the settings of the replay's writer (`arrow_inserts`,
-    `UNIQUE_ROWS`): ClickHouse's own cost. Seconds."""
+    `unique`): ClickHouse's own cost. Seconds."""
     store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_database)
     try:
         db = settings.clickhouse_database
@@ -129,15 +129,7 @@ def bare_insert(settings: Settings, source: str, rows: int) -> float:
         assert data.num_rows == rows, (data.num_rows, rows)
         t = time.perf_counter()
         for number, piece in enumerate(arrow_inserts(data)):
-            store.client.insert_arrow(
-                f"{db}.floor_interactions",
-                piece,
-                settings={
-                    "async_insert": 0,
-                    "insert_deduplication_token": f"floor:{number}",
-                    **UNIQUE_ROWS,
-                },
-            )
+            store.insert_arrow("floor_interactions", piece, f"floor:{number}", unique=True)
         seconds = time.perf_counter() - t
         got = store.query(f"SELECT count() FROM {db}.floor_interactions").rows[0][0]
         assert int(got) == rows, (got, rows)

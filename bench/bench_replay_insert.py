@@ -13,8 +13,9 @@ merges what it wants to. CPU is this process's (the embedded engine runs in its 
   500,000 a slice:       larger slices, still one chunk per fetch;
   arrow_inserts:         the replay before (`streams.replay.arrow_inserts`: 500,000-row
                          slices, each one chunk);
-  arrow_inserts, unique: the replay now: the same slices with `projections.store.UNIQUE_ROWS`
-                         (no merge of a block with itself on insert; the rows are unique).
+  arrow_inserts, unique: the replay now: the same slices inserted with `unique`
+                         (`projections.store.UNIQUE_ROWS`: no merge of a block with itself on
+                         insert; the rows are unique).
 
 Also the CPU of one DDL command through `ClickHouseStore.command` (it passes per-call settings,
 which clickhouse-connect's chdb backend reads, sets and restores around the command) against
@@ -38,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pyarrow as pa
 
 from bench.bench_replay import records
-from projections.store import UNIQUE_ROWS
 from rapport.settings import Settings
 from streams.replay import (
     INSERT_ROWS,
@@ -81,7 +81,7 @@ def slices(size: int) -> Pieces:
 
 
 def measure(
-    writer: DirectWriter, version: int, tables: list[Any], pieces: Pieces, extra: dict[str, Any]
+    writer: DirectWriter, version: int, tables: list[Any], pieces: Pieces, unique: bool
 ) -> tuple[float, float, float, int]:
     """CPU of the inserts, of the FINAL count, of the 3 s after; active parts at the end."""
     name = f"interactions_v{version}"
@@ -92,15 +92,7 @@ def measure(
     number = 0
     for table in tables:
         for piece in pieces(table.select(schema.names)):
-            writer.store.client.insert_arrow(
-                f"rapport.{name}",
-                piece.cast(schema),
-                settings={
-                    "async_insert": 0,
-                    "insert_deduplication_token": f"b{version}:{number}",
-                    **extra,
-                },
-            )
+            writer.store.insert_arrow(name, piece.cast(schema), f"b{version}:{number}", unique)
             number += 1
     inserted = cpu()
     wait_for_rows(writer.reader(), "rapport", {name: total}, 60)
@@ -140,11 +132,11 @@ def main() -> None:
     rows = sum(t.num_rows for t in tables)
     chunks = [t.column(0).num_chunks for t in tables]
     print(f"{rows:,} rows in {len(tables)} shard tables of {chunks} chunks")
-    ways: dict[str, tuple[Pieces, dict[str, Any]]] = {
-        f"{INSERT_ROWS:,} a slice": (slices(INSERT_ROWS), {}),
-        "500,000 a slice, chunked": (slices(500_000), {}),
-        "arrow_inserts (before)": (arrow_inserts, {}),
-        "arrow_inserts, unique (now)": (arrow_inserts, UNIQUE_ROWS),
+    ways: dict[str, tuple[Pieces, bool]] = {
+        f"{INSERT_ROWS:,} a slice": (slices(INSERT_ROWS), False),
+        "500,000 a slice, chunked": (slices(500_000), False),
+        "arrow_inserts (before)": (arrow_inserts, False),
+        "arrow_inserts, unique (now)": (arrow_inserts, True),
     }
     with tempfile.TemporaryDirectory(prefix="rapport-bench-") as tmp:
         settings = Settings(home=Path(tmp) / "home", clickhouse_url=f"chdb://{tmp}/clickhouse")
@@ -154,9 +146,9 @@ def main() -> None:
             best: dict[str, float] = {}
             version = 10
             for _ in range(args.rounds):
-                for name, (pieces, extra) in ways.items():
+                for name, (pieces, unique) in ways.items():
                     version += 1
-                    insert, count, merges, parts = measure(writer, version, tables, pieces, extra)
+                    insert, count, merges, parts = measure(writer, version, tables, pieces, unique)
                     whole = insert + count + merges
                     best[name] = min(best.get(name, whole), whole)
                     print(

@@ -30,6 +30,13 @@ READ_ONLY_SQL = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXISTS|EXPLAIN)
 UNIQUE_ROWS: dict[str, Any] = {"optimize_on_insert": 0}
 
 
+def _insert_settings(token: str | None, unique: bool) -> dict[str, Any]:
+    settings: dict[str, Any] = {"async_insert": 0, **(UNIQUE_ROWS if unique else {})}
+    if token:
+        settings["insert_deduplication_token"] = token
+    return settings
+
+
 @dataclass(frozen=True)
 class QueryResult:
     columns: tuple[str, ...]
@@ -157,16 +164,13 @@ class ClickHouseStore:
         """
         if not rows:
             return
-        settings: dict[str, Any] = {"async_insert": 0, **(UNIQUE_ROWS if unique else {})}
-        if token:
-            settings["insert_deduplication_token"] = token
         schema = self._arrow_schema(table, tuple(columns))
         if schema is None:
             self.client.insert(
                 f"{self.database}.{table}",
                 list(rows),
                 column_names=list(columns),
-                settings=settings,
+                settings=_insert_settings(token, unique),
             )
             return
         import pyarrow as pa
@@ -175,10 +179,12 @@ class ClickHouseStore:
             pa.array(values, type=field.type)
             for values, field in zip(zip(*rows, strict=True), schema, strict=True)
         ]
+        self.insert_arrow(table, pa.Table.from_arrays(arrays, schema=schema), token, unique)
+
+    def insert_arrow(self, table: str, data: Any, token: str | None, unique: bool = False) -> None:
+        """An Arrow table already of the table's column types, inserted as `insert` does."""
         self.client.insert_arrow(
-            f"{self.database}.{table}",
-            pa.Table.from_arrays(arrays, schema=schema),
-            settings=settings,
+            f"{self.database}.{table}", data, settings=_insert_settings(token, unique)
         )
 
     def _arrow_schema(self, table: str, columns: tuple[str, ...]) -> Any:

@@ -22,7 +22,9 @@ import functools
 import gc
 import json
 import logging
+import os
 import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -52,7 +54,7 @@ from projections.relationship import (
     touch_of,
     view_row,
 )
-from projections.store import UNIQUE_ROWS, ClickHouseStore, SqlReader, arrow_type, is_embedded
+from projections.store import ClickHouseStore, SqlReader, arrow_type, is_embedded
 from projections.tally import Touch
 from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
@@ -260,7 +262,6 @@ def _split(jobs: list[Job], parts: int) -> list[list[Job]]:
 def fold_parallelism() -> int:
     """Processes for the fold: the cores this process may use (fork only), at most 4."""
     import multiprocessing
-    import os
 
     if "fork" not in multiprocessing.get_all_start_methods():
         return 1
@@ -588,21 +589,13 @@ class DirectWriter:
     def write_arrow(self, table: str, data: Any, progress: Progress) -> None:
         """Rows as an Arrow table (columns of `columns_of(table)`, times as epoch-ms ints), cast
         to the table's own types and inserted in batches of ARROW_INSERT_ROWS. A replay's rows
-        are unique (`UNIQUE_ROWS`), as in `write`."""
+        are unique (`projections.store.UNIQUE_ROWS`), as in `write`."""
         schema = self._arrow_schema(table)
         if schema is None:
             self.write(table, _arrow_rows(data), progress)
             return
         for piece in arrow_inserts(data.select(schema.names)):
-            self.store.client.insert_arrow(
-                f"{self.database}.{table}",
-                piece.cast(schema),
-                settings={
-                    "async_insert": 0,
-                    "insert_deduplication_token": self._token(table),
-                    **UNIQUE_ROWS,
-                },
-            )
+            self.store.insert_arrow(table, piece.cast(schema), self._token(table), unique=True)
             progress.advance(piece.num_rows)
 
     def _arrow_schema(self, table: str) -> Any:
@@ -1035,9 +1028,6 @@ def _stamped(data: Any, updated_at_ms: int) -> Any:
 def shared_memory_dir() -> str:
     """Where the shards leave their Arrow streams for the parent: shared memory (`/dev/shm`)
     where the system has it, the temp directory otherwise."""
-    import os
-    import tempfile
-
     shm = "/dev/shm"
     if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
         return shm
@@ -1051,8 +1041,6 @@ def _send_arrow(conn: Any, tag: str, data: Any, *rest: Any, spool: str | None = 
     message of its own through the pipe. Pickling cost both processes about twice the CPU of
     the pipe, and the pipe 1.2-2x that of the file (`bench/bench_replay_parts.py`, `to the
     parent`)."""
-    import os
-
     import pyarrow as pa
 
     if data is None:
@@ -1081,8 +1069,6 @@ def _send_arrow(conn: Any, tag: str, data: Any, *rest: Any, spool: str | None = 
 def _with_arrow(conn: Any, message: Any) -> Any:
     """The message `_send_arrow` sent, its table read in place (from the mapped file, which is
     removed, or from the stream that followed in the pipe)."""
-    import os
-
     import pyarrow as pa
 
     where = message[1]
@@ -1201,7 +1187,6 @@ class _Shards:
         parts: int,
     ) -> None:
         import multiprocessing
-        import tempfile
 
         import pyarrow as pa
         import pyarrow.compute  # imported once here, not in every shard
