@@ -11,6 +11,8 @@ In the same run, on the same events:
                    partitions) into `relationships_v2` / `interactions_v2` of the embedded engine
                    (no worker running, so it writes directly), plus the Faust state of version
                    2 (changelogs and offsets), timed from start to the recorded build.
+Each replay and the bare read print the broker's CPU by kind of thread (its JIT compilers, its
+request handlers, the rest), from `/proc`.
 Events: the real CollegeMsg messages as X DMs of a workspace owning the 20 most active students,
 repeated under several workspaces (as bench/bench_worker.py), only those with a contact.
 
@@ -151,6 +153,28 @@ def cpu_seconds(settings: Settings) -> tuple[float, float, float]:
     return mine.user + mine.system, mine.children_user + mine.children_system, broker
 
 
+def broker_threads(settings: Settings) -> dict[str, float]:
+    """The broker's CPU so far by kind of thread (from `/proc`): its JIT compilers, its request
+    handlers (`data-plane-kafka-request-handler`), and the rest."""
+    out = {"JIT compilers": 0.0, "request handlers": 0.0, "other": 0.0}
+    pid = read_pid(settings.run_dir / "kafka.pid")
+    if pid is None:
+        return out
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        kind = (
+            "JIT compilers" if "CompilerThre" in name
+            else "request handlers" if name.startswith("data-plane-kafk")
+            else "other"
+        )  # fmt: skip
+        out[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 class Phases:
     """Progress that records how long each phase of the replay took."""
 
@@ -235,11 +259,13 @@ def main() -> None:
         first: tuple[Any, float, float, float] | None = None
         for n in range(args.replays):
             phases = Phases()
+            threads_before = broker_threads(settings)
             cpu_before = cpu_seconds(settings)
             t = time.perf_counter()
             result = replay(settings, registry, 2 + n, progress=phases)
             seconds = time.perf_counter() - t
             used = [a - b for a, b in zip(cpu_seconds(settings), cpu_before, strict=True)]
+            threads = {k: v - threads_before[k] for k, v in broker_threads(settings).items()}
             load = os.getloadavg()
             phases._close()
             label = "replay" if n == 0 else f"replay {n + 1} (same process)"
@@ -253,6 +279,7 @@ def main() -> None:
                 f"{used[0]:.1f} s, shards {used[1]:.1f} s), broker {used[2]:.1f} s; load "
                 f"average after {load[0]:.2f}"
             )
+            print("  broker: " + ", ".join(f"{k} {v:.2f} s" for k, v in threads.items()))
             print(
                 f"  on {cores} idle cores, that CPU allows at most "
                 f"{rate(result.events, (cpu + used[2]) / cores)} end to end",
@@ -274,9 +301,11 @@ def main() -> None:
         parts = fold_parallelism()
         t = time.perf_counter()
         cpu_before = cpu_seconds(settings)
+        threads_before = broker_threads(settings)
         bare_read_forked(settings, snapshot, parts)
         read_forked = time.perf_counter() - t
         cpu_after = cpu_seconds(settings)
+        threads = {k: v - threads_before[k] for k, v in broker_threads(settings).items()}
         read_cpu = sum(cpu_after) - sum(cpu_before)
         readers_cpu = cpu_after[1] - cpu_before[1]
         int_rows = result.tables["interactions_v2"]
@@ -298,6 +327,7 @@ def main() -> None:
             f"(streams.log_reader) {readers_cpu:.1f} s, "
             f"{readers_cpu / snapshot.total * 1e6:.1f} us/event"
         )
+        print("  broker, bare read: " + ", ".join(f"{k} {v:.2f} s" for k, v in threads.items()))
         print(f"ratio replay / floor (read then insert): {(read_best + insert) / total:.2f}x")
         budget = cores / 100_000 * 1e6
         used = (replay_cpu + broker_cpu) / n * 1e6
