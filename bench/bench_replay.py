@@ -12,11 +12,13 @@ In the same run, on the same events:
                    (no worker running, so it writes directly), plus the Faust state of version
                    2 (changelogs and offsets), timed from start to the recorded build.
 Each replay and the bare read print the broker's CPU by kind of thread (its JIT compilers, its
-request handlers, the rest), from `/proc`.
+request handlers, the rest), from `/proc`. `--warm-read` first reads the whole log once as the
+shards do (a broker that has served reads before, as a long-running one has), and prints what
+that read cost the broker.
 Events: the real CollegeMsg messages as X DMs of a workspace owning the 20 most active students,
 repeated under several workspaces (as bench/bench_worker.py), only those with a contact.
 
-    .venv/bin/python bench/bench_replay.py [--events 500000]
+    .venv/bin/python bench/bench_replay.py [--events 500000] [--replays N] [--warm-read]
 """
 
 from __future__ import annotations
@@ -206,6 +208,11 @@ def main() -> None:
         help="replay this many times in this process (versions 2, 3, ...); the ratios and the "
         "floor use the first, which pays for loading the embedded ClickHouse",
     )
+    parser.add_argument(
+        "--warm-read",
+        action="store_true",
+        help="read the whole log once before the replays (the broker's read path compiled)",
+    )
     args = parser.parse_args()
     t = time.perf_counter()
     data = records(args.events)
@@ -256,6 +263,13 @@ def main() -> None:
         gc.collect()
         registry = WorkspaceRegistry.load(settings.workspaces)
         cores = os.cpu_count() or 1
+        if args.warm_read:
+            threads_before = broker_threads(settings)
+            t = time.perf_counter()
+            bare_read_forked(settings, take_snapshot(settings), fold_parallelism())
+            threads = {k: v - threads_before[k] for k, v in broker_threads(settings).items()}
+            print(f"warm-up read of the whole log: {time.perf_counter() - t:.1f} s")
+            print("  broker: " + ", ".join(f"{k} {v:.2f} s" for k, v in threads.items()))
         first: tuple[Any, float, float, float] | None = None
         for n in range(args.replays):
             phases = Phases()
