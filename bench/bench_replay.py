@@ -177,6 +177,15 @@ def broker_threads(settings: Settings) -> dict[str, float]:
     return out
 
 
+def broker_threads_since(settings: Settings, before: dict[str, float]) -> dict[str, float]:
+    """The broker's CPU by kind of thread since `before` (a `broker_threads` reading)."""
+    return {kind: seconds - before[kind] for kind, seconds in broker_threads(settings).items()}
+
+
+def by_kind(threads: dict[str, float]) -> str:
+    return ", ".join(f"{kind} {seconds:.2f} s" for kind, seconds in threads.items())
+
+
 class Phases:
     """Progress that records how long each phase of the replay took."""
 
@@ -267,9 +276,9 @@ def main() -> None:
             threads_before = broker_threads(settings)
             t = time.perf_counter()
             bare_read_forked(settings, take_snapshot(settings), fold_parallelism())
-            threads = {k: v - threads_before[k] for k, v in broker_threads(settings).items()}
+            threads = broker_threads_since(settings, threads_before)
             print(f"warm-up read of the whole log: {time.perf_counter() - t:.1f} s")
-            print("  broker: " + ", ".join(f"{k} {v:.2f} s" for k, v in threads.items()))
+            print("  broker: " + by_kind(threads))
         first: tuple[Any, float, float, float] | None = None
         for n in range(args.replays):
             phases = Phases()
@@ -279,7 +288,7 @@ def main() -> None:
             result = replay(settings, registry, 2 + n, progress=phases)
             seconds = time.perf_counter() - t
             used = [a - b for a, b in zip(cpu_seconds(settings), cpu_before, strict=True)]
-            threads = {k: v - threads_before[k] for k, v in broker_threads(settings).items()}
+            threads = broker_threads_since(settings, threads_before)
             load = os.getloadavg()
             phases._close()
             label = "replay" if n == 0 else f"replay {n + 1} (same process)"
@@ -293,7 +302,7 @@ def main() -> None:
                 f"{used[0]:.1f} s, shards {used[1]:.1f} s), broker {used[2]:.1f} s; load "
                 f"average after {load[0]:.2f}"
             )
-            print("  broker: " + ", ".join(f"{k} {v:.2f} s" for k, v in threads.items()))
+            print("  broker: " + by_kind(threads))
             print(
                 f"  on {cores} idle cores, that CPU allows at most "
                 f"{rate(result.events, (cpu + used[2]) / cores)} end to end",
@@ -319,7 +328,7 @@ def main() -> None:
         bare_read_forked(settings, snapshot, parts)
         read_forked = time.perf_counter() - t
         cpu_after = cpu_seconds(settings)
-        threads = {k: v - threads_before[k] for k, v in broker_threads(settings).items()}
+        threads = broker_threads_since(settings, threads_before)
         read_cpu = sum(cpu_after) - sum(cpu_before)
         readers_cpu = cpu_after[1] - cpu_before[1]
         int_rows = result.tables["interactions_v2"]
@@ -341,7 +350,7 @@ def main() -> None:
             f"(streams.log_reader) {readers_cpu:.1f} s, "
             f"{readers_cpu / snapshot.total * 1e6:.1f} us/event"
         )
-        print("  broker, bare read: " + ", ".join(f"{k} {v:.2f} s" for k, v in threads.items()))
+        print("  broker, bare read: " + by_kind(threads))
         print(f"ratio replay / floor (read then insert): {(read_best + insert) / total:.2f}x")
         budget = cores / 100_000 * 1e6
         used = (replay_cpu + broker_cpu) / n * 1e6
