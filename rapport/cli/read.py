@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from projections.readmodel import RELATIONSHIP_FIELDS, TIME_FIELDS, relationships
@@ -20,15 +23,28 @@ from projections.store import StoreUnavailable, WorkerQueryClient, is_embedded, 
 from rapport.cli.common import console, fail, settings
 from rapport.stack import open_reader
 
-# What fits a terminal; json and csv carry every field.
-TABLE_FIELDS = (
-    "contact_id", "stage", "last_contact_at", "interactions", "our_latency_p50_s",
-    "their_latency_p50_s", "awaiting_reply_since", "balance", "reciprocity", "strength",
-    "qualified_conversations", "touch_due_at",
-)  # fmt: skip
+# What fits a terminal, with its header (two short lines keep the columns narrow); json and csv
+# carry every field under its SPEC name, times in ms precision and durations in seconds.
+TABLE_COLUMNS = {
+    "contact_id": "contact",
+    "stage": "stage",
+    "last_contact_at": "last contact\n(UTC)",
+    "interactions": "inter-\nactions",
+    "our_latency_p50_s": "our reply\np50",
+    "their_latency_p50_s": "their reply\np50",
+    "awaiting_reply_since": "awaiting reply\nsince (UTC)",
+    "balance": "balance",
+    "reciprocity": "recipro-\ncity",
+    "strength": "strength",
+    "qualified_conversations": "qualified\nconv.",
+    "touch_due_at": "touch due\n(UTC day)",
+}
+TABLE_FIELDS = tuple(TABLE_COLUMNS)
+_DIGITS = {"balance": 1, "reciprocity": 2, "strength": 1}
 
 
-def render(rows: list[dict[str, Any]], fmt: str) -> str | Table:
+def render(rows: list[dict[str, Any]], fmt: str, width: int = 160) -> str | Table:
+    """The rows as json, csv or a table for a console `width` columns wide."""
     if fmt == "json":
         return json.dumps(rows, indent=2)
     if fmt == "csv":
@@ -40,24 +56,86 @@ def render(rows: list[dict[str, Any]], fmt: str) -> str | Table:
                 {k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
             )
         return buffer.getvalue()
-    shown = TABLE_FIELDS
-    table = Table(show_lines=False, title=rows[0]["workspace"] if rows else None)
-    for name in shown:
-        table.add_column(name.replace("_at", "").replace("_", " "), no_wrap=True)
-    for row in rows:
-        table.add_row(*(_cell(n, row[n]) for n in shown))
+    return table_of(rows, width)
+
+
+# Dropped first, one at a time, when the table is wider than the console: a cell is never cut.
+_HIDDEN_FIRST = (
+    "reciprocity", "balance", "their_latency_p50_s", "strength", "touch_due_at",
+    "qualified_conversations", "awaiting_reply_since", "our_latency_p50_s", "interactions",
+    "last_contact_at",
+)  # fmt: skip
+_CONTACT_WIDTH = 32  # longer contact ids (LinkedIn URNs) fold onto a second line
+
+
+def table_of(rows: list[dict[str, Any]], width: int) -> Table:
+    """The table's columns that fit `width` whole (contact and stage always), a caption naming
+    any left out."""
+    cells = [{n: _cell(n, row[n]) for n in TABLE_FIELDS} for row in rows]
+    shown = list(TABLE_FIELDS)
+    hidden: list[str] = []
+    for name in (None, *_HIDDEN_FIRST):
+        if name is not None:
+            shown.remove(name)
+            hidden.append(name)
+        table = Table(
+            box=box.SIMPLE_HEAVY,
+            collapse_padding=True,
+            pad_edge=False,
+            title=rows[0]["workspace"] if rows else None,
+            caption=(
+                f"not shown at this width: {', '.join(hidden)} (--format json or csv has them)"
+                if hidden
+                else None
+            ),
+        )
+        for column in shown:
+            numeric = column not in TIME_FIELDS and column not in ("contact_id", "stage")
+            table.add_column(
+                TABLE_COLUMNS[column],
+                no_wrap=column != "contact_id",
+                overflow="fold" if column == "contact_id" else "ellipsis",
+                max_width=_CONTACT_WIDTH if column == "contact_id" else None,
+                justify="right" if numeric else "left",
+            )
+        for row in cells:
+            table.add_row(*(row[column] for column in shown))
+        if Measurement.get(_MEASURING, _MEASURING.options, table).maximum <= width:
+            break
     return table
 
 
+_MEASURING = Console(width=10_000, file=io.StringIO())
+
+
 def _cell(name: str, value: Any) -> str:
-    """Table cells: times to the minute (UTC) so a row fits a terminal; json/csv keep ms."""
+    """A table cell: times in UTC, durations in their two largest units."""
     if value is None:
         return ""
-    if name in TIME_FIELDS:
-        return str(value)[:16].replace("T", " ")
+    if name in TIME_FIELDS:  # a keep-in-touch date is a day; the others to the minute
+        return str(value)[: 10 if name == "touch_due_at" else 16].replace("T", " ")
+    if name.endswith("_s"):
+        return duration(float(value))
     if isinstance(value, float):
-        return f"{value:,.2f}"
+        return f"{value:,.{_DIGITS.get(name, 2)}f}"
     return str(value)
+
+
+_UNITS = (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
+
+
+def duration(seconds: float) -> str:
+    """Seconds as people read a wait: `45s`, `3m 20s`, `2h 44m`, `8d 4h` (rounded to the
+    smaller unit shown)."""
+    if seconds < 0:
+        return "-" + duration(-seconds)
+    for i, (unit, size) in enumerate(_UNITS[:-1]):
+        small, small_size = _UNITS[i + 1]
+        count = round(seconds / small_size)  # in the smaller unit, rounded once
+        if count >= size // small_size:
+            big, rest = divmod(count, size // small_size)
+            return f"{big}{unit} {rest}{small}" if rest else f"{big}{unit}"
+    return f"{round(seconds)}s"
 
 
 def register(app: typer.Typer) -> None:
@@ -80,7 +158,7 @@ def register(app: typer.Typer) -> None:
             rows = relationships(reader, workspace, sort=sort, limit=limit or None)
         except (StoreUnavailable, ValueError) as exc:
             fail(str(exc))
-        out = render(rows, fmt)
+        out = render(rows, fmt, console.width)
         if isinstance(out, str):
             typer.echo(out, nl=not out.endswith("\n"))
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -21,6 +22,10 @@ from projections.store import ClickHouseStore, StoreUnavailable
 from rapport.cli.common import console, fail, settings, workspaces
 from rapport.cli.progress import PhasedProgress
 from rapport.settings import Settings
+from rapport.workspaces import WorkspaceRegistry
+
+if TYPE_CHECKING:
+    from streams.replay import ReplayResult
 
 
 def register(app: typer.Typer) -> None:
@@ -41,7 +46,7 @@ def register(app: typer.Typer) -> None:
         workspace: list[str] = typer.Option(
             [], "--workspace", "-w", help="only these workspaces (an inspection build: no swap)"
         ),
-        activate_version: int | None = typer.Option(
+        activate: int | None = typer.Option(
             None,
             "--activate",
             min=1,
@@ -51,15 +56,14 @@ def register(app: typer.Typer) -> None:
         timeout_s: float = typer.Option(600.0, "--timeout", help="seconds to wait for ClickHouse"),
     ) -> None:
         """Recalculate projections from the event log into a new table version; --swap to it."""
-        from streams import replay as core
         from streams import versions
 
         s = settings()
         if status:
             _status(s)
             return
-        if activate_version is not None:
-            _activate(s, activate_version)
+        if activate is not None:
+            activate_version(s, activate)
             return
         if swap and workspace:
             fail("a swap needs every workspace's projections: drop --workspace", 2)
@@ -78,45 +82,10 @@ def register(app: typer.Typer) -> None:
         unknown = [w for w in workspace if w not in registry]
         if unknown:
             fail(f"unknown workspace(s): {', '.join(unknown)}", 2)
-        try:
-            version = to_version
-            if version is None:
-                from rapport.stack import open_reader
-
-                reader = open_reader(s)
-                version = core.next_version(s, reader)
-                if isinstance(reader, ClickHouseStore):
-                    reader.close()
-            console.print(
-                f"replaying {'rapport.events' if path is None else path} into projection "
-                f"version {version} (active: {versions.active_version(s)})"
-            )
-            with PhasedProgress("/s") as progress:
-                result = core.replay(
-                    s, registry, version, path, workspace or None, progress, timeout_s
-                )
-        except (core.ReplayError, versions.VersionError, StoreUnavailable) as exc:
-            fail(str(exc))
-        rate = result.events / result.seconds if result.seconds else 0.0
-        console.print(
-            f"version {result.version} (build {result.build}): {result.events:,} events "
-            f"({result.interactions:,} interactions, {result.duplicates:,} duplicates, "
-            f"{result.links:,} identity link events) -> {result.relationships:,} relationships "
-            f"in {result.seconds:.1f} s ({rate:,.0f} events/s)"
-        )
-        console.print(
-            "rows sent through the worker (it owns the embedded engine)"
-            if result.through_worker
-            else "rows written directly"
-        )
-        console.print(f"tables: {json.dumps(result.tables)}")
-        if result.seeded:
-            console.print(
-                f"worker state of version {version} written (changelogs, offsets at the snapshot "
-                f"{json.dumps(result.snapshot['ends'] if result.snapshot else {})})"
-            )
+        result = build_version(s, registry, to_version, path, workspace or None, timeout_s)
+        version = result.version
         if swap:
-            _activate(s, version)
+            activate_version(s, version)
         else:
             console.print(
                 f"readers still see version {versions.active_version(s)}; "
@@ -126,7 +95,57 @@ def register(app: typer.Typer) -> None:
             )
 
 
-def _activate(s: Settings, version: int) -> None:
+def build_version(
+    s: Settings,
+    registry: WorkspaceRegistry,
+    version: int | None = None,
+    path: Path | None = None,
+    only: list[str] | None = None,
+    timeout_s: float = 600.0,
+) -> ReplayResult:
+    """Replay the log (or an archive) into `version` (default: the next one) with a progress
+    bar, and print what was built. Exits with the error when it cannot."""
+    from streams import replay as core
+    from streams import versions
+
+    try:
+        if version is None:
+            from rapport.stack import open_reader
+
+            reader = open_reader(s)
+            version = core.next_version(s, reader)
+            if isinstance(reader, ClickHouseStore):
+                reader.close()
+        console.print(
+            f"replaying {'rapport.events' if path is None else path} into projection "
+            f"version {version} (active: {versions.active_version(s)})"
+        )
+        with PhasedProgress("/s") as progress:
+            result = core.replay(s, registry, version, path, only, progress, timeout_s)
+    except (core.ReplayError, versions.VersionError, StoreUnavailable) as exc:
+        fail(str(exc))
+    rate = result.events / result.seconds if result.seconds else 0.0
+    console.print(
+        f"version {result.version} (build {result.build}): {result.events:,} events "
+        f"({result.interactions:,} interactions, {result.duplicates:,} duplicates, "
+        f"{result.links:,} identity link events) -> {result.relationships:,} relationships "
+        f"in {result.seconds:.1f} s ({rate:,.0f} events/s)"
+    )
+    console.print(
+        "rows sent through the worker (it owns the embedded engine)"
+        if result.through_worker
+        else "rows written directly"
+    )
+    console.print(f"tables: {json.dumps(result.tables)}")
+    if result.seeded:
+        console.print(
+            f"worker state of version {result.version} written (changelogs, offsets at the "
+            f"snapshot {json.dumps(result.snapshot['ends'] if result.snapshot else {})})"
+        )
+    return result
+
+
+def activate_version(s: Settings, version: int) -> None:
     from streams import replay as core
     from streams import versions
 
