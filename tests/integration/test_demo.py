@@ -26,6 +26,7 @@ from rapport.stack import Stack, settings_env
 from rapport.workspaces import WorkspaceRegistry
 from tests.integration.test_replay import oracle, wait_rows
 from tests.oracle import compare
+from tests.services import services_running
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +39,8 @@ def stack(isolated_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
         "[workspaces.college.secrets]"
     )  # fmt: skip
     assert "lateness_days = 0" in text
-    isolated_settings.workspaces.write_text(text)
-    services = Stack(isolated_settings)
-    try:
-        services.start_services()
-        yield isolated_settings
-    finally:
-        services.stop_services()
+    with services_running(isolated_settings, text) as settings:
+        yield settings
 
 
 def test_demo_ends_with_the_exact_relationships(stack: Settings) -> None:

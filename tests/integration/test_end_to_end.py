@@ -23,8 +23,9 @@ from kafka import KafkaConsumer, TopicPartition
 from projections.store import WorkerQueryClient
 from rapport.demo import Message, deliveries, post_signed, read_collegemsg, x_dm_delivery
 from rapport.settings import Settings
-from rapport.stack import Stack, settings_env
+from rapport.stack import settings_env
 from streams.webhooks.x import SIGNATURE_HEADER, crc_response, signature
+from tests.services import services_running
 
 pytestmark = pytest.mark.integration
 
@@ -115,14 +116,8 @@ def http(
 @pytest.fixture
 def running(isolated_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     monkeypatch.setenv("RAPPORT_TEST_OTHER_SECRET", "other-secret")
-    isolated_settings.workspaces.write_text(WORKSPACES)
-    stack = Stack(isolated_settings)
-    try:
-        stack.start_services()
-        yield isolated_settings
-    finally:
-        stopped = stack.stop_services()
-        assert all(pid is None or pid > 0 for _, pid in stopped)
+    with services_running(isolated_settings, WORKSPACES) as settings:
+        yield settings
 
 
 def test_signed_webhooks_reach_clickhouse(running: Settings) -> None:

@@ -22,8 +22,9 @@ from projections.store import WorkerQueryClient
 from rapport.demo import deliveries, post_signed, read_collegemsg
 from rapport.process import free_port, read_pid, spawn, stop_pid_file
 from rapport.settings import Settings
-from rapport.stack import Stack, settings_env
+from rapport.stack import settings_env
 from streams.eventlog import append_events
+from tests.services import services_running
 
 pytestmark = pytest.mark.integration
 
@@ -95,13 +96,8 @@ def dm(n: int, sender: Identity, recipient: Identity, at: datetime, inbound: boo
 
 @pytest.fixture
 def stack(isolated_settings: Settings) -> Iterator[Settings]:
-    isolated_settings.workspaces.write_text(WORKSPACES)
-    services = Stack(isolated_settings)
-    try:
-        services.start_services()
-        yield isolated_settings
-    finally:
-        services.stop_services()
+    with services_running(isolated_settings, WORKSPACES) as settings:
+        yield settings
 
 
 def test_identity_link_moves_new_interactions_to_the_linked_contact(stack: Settings) -> None:

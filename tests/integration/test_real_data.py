@@ -22,7 +22,6 @@ import pytest
 from projections.readmodel import relationships
 from projections.store import WorkerQueryClient
 from rapport.settings import Settings
-from rapport.stack import Stack
 from streams.eventlog import append_events
 from streams.webhooks import generic
 from tests.conftest import FIXTURES
@@ -33,6 +32,7 @@ from tests.datasets import (
     reddit_interactions,
 )
 from tests.oracle import compare, expected_relationships
+from tests.services import services_running
 
 pytestmark = pytest.mark.integration
 
@@ -91,13 +91,8 @@ def stack(isolated_settings: Settings) -> Iterator[Settings]:
     # fold states the worker dropped and reads back from its table, and the result must still
     # be exact.
     settings = isolated_settings.model_copy(update={"worker_live_states_mb": 1})
-    settings.workspaces.write_text(workspaces_toml(most_replied_authors(THREAD, 3)))
-    services = Stack(settings)
-    try:
-        services.start_services()
-        yield settings
-    finally:
-        services.stop_services()
+    with services_running(settings, workspaces_toml(most_replied_authors(THREAD, 3))) as running:
+        yield running
 
 
 def settled(reader: WorkerQueryClient, workspace: str, expected: dict[str, dict[str, Any]]) -> None:

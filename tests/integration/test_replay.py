@@ -42,6 +42,7 @@ from rapport.workspaces import WorkspaceRegistry
 from streams.eventlog import append_events
 from tests.integration.test_real_data import as_oracle_row
 from tests.oracle import FIELDS, compare, expected_relationships
+from tests.services import services_running
 
 pytestmark = pytest.mark.integration
 
@@ -174,13 +175,8 @@ def same(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], fields: Any
 
 @pytest.fixture
 def stack(isolated_settings: Settings) -> Iterator[Settings]:
-    isolated_settings.workspaces.write_text(college_toml())
-    services = Stack(isolated_settings)
-    try:
-        services.start_services()
-        yield isolated_settings
-    finally:
-        services.stop_services()
+    with services_running(isolated_settings, college_toml()) as settings:
+        yield settings
 
 
 def csv_rows(messages: list[Message]) -> list[dict[str, Any]]:

@@ -20,9 +20,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from projections.store import WorkerQueryClient
 from rapport.settings import Settings
-from rapport.stack import Stack
 from streams.eventlog import append_events
 from tests.datasets import collegemsg_interactions
+from tests.services import services_running
 
 pytestmark = pytest.mark.integration
 
@@ -89,13 +89,8 @@ def worker(isolated_settings: Settings) -> Iterator[Settings]:
     settings = isolated_settings.model_copy(
         update={"worker_admin_sql": True, "sink_retry_max_s": 1.0}
     )
-    settings.workspaces.write_text(WORKSPACES)
-    stack = Stack(settings)
-    try:
-        stack.start_services()
-        yield settings
-    finally:
-        stack.stop_services()
+    with services_running(settings, WORKSPACES) as running:
+        yield running
 
 
 def test_clickhouse_down_stops_commits_and_the_worker_catches_up(worker: Settings) -> None:

@@ -22,6 +22,7 @@ from rapport.settings import Settings
 from rapport.stack import Stack
 from streams.eventlog import append_events
 from tests.datasets import collegemsg_interactions
+from tests.services import services_running
 
 pytestmark = pytest.mark.integration
 
@@ -38,13 +39,8 @@ DRAIN_S = 5.0
 @pytest.fixture
 def stack(isolated_settings: Settings) -> Iterator[Settings]:
     settings = isolated_settings.model_copy(update={"worker_drain_timeout_s": DRAIN_S})
-    settings.workspaces.write_text(WORKSPACES)
-    services = Stack(settings)
-    try:
-        services.start_services()
-        yield settings
-    finally:
-        services.stop_services()
+    with services_running(settings, WORKSPACES) as running:
+        yield running
 
 
 def test_sigterm_after_a_burst_stops_promptly_and_loses_nothing(stack: Settings) -> None:
