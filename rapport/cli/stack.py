@@ -151,7 +151,8 @@ def register(app: typer.Typer) -> None:
         keep: bool = typer.Option(False, "--keep", help="leave the stack running afterwards"),
         timeout_s: float = typer.Option(300.0, "--timeout", help="seconds to wait for ClickHouse"),
     ) -> None:
-        """Start the stack, post real CollegeMsg DMs as signed X webhooks, print relationships."""
+        """Start the stack, post real CollegeMsg DMs as signed X webhooks, print relationships
+        (exact: after a replay of the log when some reached the worker late)."""
         from rapport.demo import DEMO_WORKSPACES, deliveries, post_signed, read_collegemsg
 
         s = settings().model_copy(update={"workspaces": workspaces_file or DEMO_WORKSPACES})
