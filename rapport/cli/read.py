@@ -70,24 +70,29 @@ _CONTACT_WIDTH = 32  # longer contact ids (LinkedIn URNs) fold onto a second lin
 
 def table_of(rows: list[dict[str, Any]], width: int) -> Table:
     """The table's columns that fit `width` whole (contact and stage always), a caption naming
-    any left out."""
+    any left out and counting the rows' late events (a replay places them)."""
     cells = [{n: _cell(n, row[n]) for n in TABLE_FIELDS} for row in rows]
+    late = sum(row.get("late_events") or 0 for row in rows)
     shown = list(TABLE_FIELDS)
     hidden: list[str] = []
     for name in (None, *_HIDDEN_FIRST):
         if name is not None:
             shown.remove(name)
             hidden.append(name)
+        notes = [
+            f"not shown at this width: {', '.join(hidden)} (--format json or csv has them)"
+        ] if hidden else []  # fmt: skip
+        if late:
+            notes.append(
+                f"{late:,} interactions of these relationships arrived after their lateness "
+                "window: replies and waits leave them out until `rapport replay --swap`"
+            )
         table = Table(
             box=box.SIMPLE_HEAVY,
             collapse_padding=True,
             pad_edge=False,
             title=rows[0]["workspace"] if rows else None,
-            caption=(
-                f"not shown at this width: {', '.join(hidden)} (--format json or csv has them)"
-                if hidden
-                else None
-            ),
+            caption="\n".join(notes) or None,
         )
         for column in shown:
             numeric = column not in TIME_FIELDS and column not in ("contact_id", "stage")

@@ -113,6 +113,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, ...]] = {
     ("rapport-pipeline", "Interactions landed"): ("time", "interactions"),
     ("rapport-pipeline", "Lag: received -> ClickHouse"): ("time", "p50", "p90", "max"),
     ("rapport-pipeline", "Freshness"): ("rows_in_range", "seconds_since_last_row"),
+    ("rapport-pipeline", "Late events"): ("late_interactions", "relationships_to_replay"),
     ("rapport-pipeline", "Dead letters"): ("time", "dead_letters"),
     ("rapport-pipeline", "Recent dead letters"): (
         "failed_at", "workspace", "source", "reason", "raw_partition", "raw_offset",

@@ -117,3 +117,13 @@ def test_duration_is_within_half_its_smallest_unit(seconds: float) -> None:
     # the larger unit is the largest that fits, and the smaller one stays below it
     if len(parts) == 2:
         assert int(parts[1][:-1]) < _SIZES[parts[0][-1]] // smallest
+
+
+def test_late_events_are_counted_under_the_table_with_the_way_out() -> None:
+    quiet = _text([_row("x:1", late_events=0), _row("x:2", late_events=0)])
+    assert "lateness" not in quiet and "replay" not in quiet
+    out = " ".join(_text([_row("x:1", late_events=1200), _row("x:2", late_events=34)]).split())
+    assert "1,234 interactions of these relationships arrived after their lateness window" in out
+    assert "rapport replay --swap" in out
+    narrow = " ".join(_text([_row("x:1", late_events=3)], 80).split())
+    assert "not shown at this width:" in narrow and "3 interactions" in narrow
