@@ -912,7 +912,9 @@ def seed_worker_state(
     that runs now); `activate` moves them again when that worker has stopped.
     """
     worker_id, topics = prepared or prepare_worker_state(settings, version)
-    progress.phase("worker state", len(outcome.changelog) + len(outcome.identities))
+    produced = outcome.changelog_produced  # by the shards, while they folded
+    progress.phase("worker state", produced + len(outcome.changelog) + len(outcome.identities))
+    progress.advance(produced)
     relationships = outcome.changelog  # those the replay's shards did not produce themselves
     append_records(
         settings, topics["relationships"], relationships, timeout_s=120, progress=progress.advance
@@ -1648,9 +1650,12 @@ def _write(
             "seeded": seeded,
         }
         if seeding is not None:
-            progress.phase("worker state", len(outcome.changelog) + len(outcome.identities))
+            produced = outcome.changelog_produced  # by the shards, while they folded
+            remaining = len(outcome.changelog) + len(outcome.identities)
+            progress.phase("worker state", produced + remaining)
+            progress.advance(produced)
             detail.update(seeding.result())
-            progress.advance(len(outcome.changelog) + len(outcome.identities))
+            progress.advance(remaining)
             seeding = None
         writer.record(version, "built", versions.worker_id_for(settings.worker_id, version), detail)
     except BaseException as exc:

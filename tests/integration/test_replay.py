@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -209,6 +210,9 @@ def test_collegemsg_replay_swap_and_policy_change(stack: Settings, tmp_path: Pat
 
     out = cli(settings, "replay", "--to-version", "2")
     assert "through the worker" in out
+    # The worker state's bar counts every table record, those the shards produced included.
+    state = re.search(r"worker state\s+\S+\s+(\d+)/(\d+)", out)
+    assert state is not None and state[1] == state[2] and int(state[1]) >= len(oracle(imported))
     v2 = table_rows(reader, "relationships_v2", "college")
     assert same(v2, live, [*FIELDS, "late_events", "policy_version", "revision"]) == []
     assert distinct_interactions(reader, "interactions_v2", "college") == 12_000
