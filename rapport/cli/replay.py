@@ -186,7 +186,13 @@ def _status(s: Settings) -> None:
             reader.close()
     except StoreUnavailable as exc:
         fail(str(exc))
-    table = Table("table", "holds version", "build", "rows")
+    table = Table(
+        "table",
+        "holds version",
+        "build",
+        "stored rows",
+        caption="stored rows include replaced ones until ClickHouse merges them (reads use FINAL)",
+    )
     for name, comment, total in rows:
         name = str(name)
         if name not in versions.PROJECTED and not versions.VERSIONED_TABLE.match(name):
