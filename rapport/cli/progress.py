@@ -29,7 +29,7 @@ class RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        shown = "" if speed is None else f"{speed:,.0f}{self.unit}"
+        shown = f"{speed:,.0f}{self.unit}" if speed else ""  # none yet, or done in no time
         return Text(shown, style="progress.data.speed")
 
 
