@@ -9,13 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich import box
-from rich.console import Console
-from rich.measure import Measurement
+from rich.cells import cell_len
 from rich.table import Table
 
 from projections.readmodel import RELATIONSHIP_FIELDS, TIME_FIELDS, relationships
@@ -72,45 +72,53 @@ def table_of(rows: list[dict[str, Any]], width: int) -> Table:
     """The table's columns that fit `width` whole (contact and stage always), a caption naming
     any left out and counting the rows' late events (a replay places them)."""
     cells = [{n: _cell(n, row[n]) for n in TABLE_FIELDS} for row in rows]
-    late = sum(row.get("late_events") or 0 for row in rows)
+    widths = {n: _column_width(n, (row[n] for row in cells)) for n in TABLE_FIELDS}
     shown = list(TABLE_FIELDS)
     hidden: list[str] = []
-    for name in (None, *_HIDDEN_FIRST):
-        if name is not None:
-            shown.remove(name)
-            hidden.append(name)
-        notes = [
-            f"not shown at this width: {', '.join(hidden)} (--format json or csv has them)"
-        ] if hidden else []  # fmt: skip
-        if late:
-            notes.append(
-                f"{late:,} interactions of these relationships arrived after their lateness "
-                "window: replies and waits leave them out until `rapport replay --swap`"
-            )
-        table = Table(
-            box=box.SIMPLE_HEAVY,
-            collapse_padding=True,
-            pad_edge=False,
-            title=rows[0]["workspace"] if rows else None,
-            caption="\n".join(notes) or None,
-        )
-        for column in shown:
-            numeric = column not in TIME_FIELDS and column not in ("contact_id", "stage")
-            table.add_column(
-                TABLE_COLUMNS[column],
-                no_wrap=column != "contact_id",
-                overflow="fold" if column == "contact_id" else "ellipsis",
-                max_width=_CONTACT_WIDTH if column == "contact_id" else None,
-                justify="right" if numeric else "left",
-            )
-        for row in cells:
-            table.add_row(*(row[column] for column in shown))
-        if Measurement.get(_MEASURING, _MEASURING.options, table).maximum <= width:
+    for name in _HIDDEN_FIRST:  # a column takes its width and two spaces of this table's padding
+        if sum(widths[n] + 2 for n in shown) <= width:
             break
+        shown.remove(name)
+        hidden.append(name)
+    notes = []
+    if hidden:
+        elsewhere = "(--format json or csv has them)"
+        notes.append(f"not shown at this width: {', '.join(hidden)} {elsewhere}")
+    late = sum(row.get("late_events") or 0 for row in rows)
+    if late:
+        notes.append(
+            f"{late:,} interactions of these relationships arrived after their lateness "
+            "window: replies and waits leave them out until `rapport replay --swap`"
+        )
+    table = Table(
+        box=box.SIMPLE_HEAVY,
+        collapse_padding=True,
+        pad_edge=False,
+        title=rows[0]["workspace"] if rows else None,
+        caption="\n".join(notes) or None,
+    )
+    for column in shown:
+        numeric = column not in TIME_FIELDS and column not in ("contact_id", "stage")
+        table.add_column(
+            TABLE_COLUMNS[column],
+            no_wrap=column != "contact_id",
+            overflow="fold" if column == "contact_id" else "ellipsis",
+            width=widths[column],
+            justify="right" if numeric else "left",
+        )
+    for row in cells:
+        table.add_row(*(row[column] for column in shown))
     return table
 
 
-_MEASURING = Console(width=10_000, file=io.StringIO())
+def _column_width(name: str, cells: Iterable[str]) -> int:
+    """The widest of the header's lines and the cells (a contact id at most `_CONTACT_WIDTH`:
+    longer ones fold)."""
+    header = max(cell_len(line) for line in TABLE_COLUMNS[name].split("\n"))
+    widest = max((cell_len(c) for c in cells), default=0)
+    if name == "contact_id":
+        widest = min(widest, _CONTACT_WIDTH)
+    return max(header, widest)
 
 
 def _cell(name: str, value: Any) -> str:
