@@ -899,10 +899,10 @@ def seed_worker_state(
     version: int,
     outcome: Outcome,
     snapshot: Snapshot,
-    progress: Progress,
     prepared: tuple[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Table changelogs and consumer offsets of the worker of `version` (not running yet).
+    """Table changelogs and consumer offsets of the worker of `version` (not running yet). It
+    runs in a thread while the tables are written; `_write` shows its phase.
 
     The relationship and identity tables hold exactly the replayed states, each record in the
     partition its key has in `rapport.events` (the default partitioner), which is the partition
@@ -912,17 +912,10 @@ def seed_worker_state(
     that runs now); `activate` moves them again when that worker has stopped.
     """
     worker_id, topics = prepared or prepare_worker_state(settings, version)
-    produced = outcome.changelog_produced  # by the shards, while they folded
-    progress.phase("worker state", produced + len(outcome.changelog) + len(outcome.identities))
-    progress.advance(produced)
     relationships = outcome.changelog  # those the replay's shards did not produce themselves
-    append_records(
-        settings, topics["relationships"], relationships, timeout_s=120, progress=progress.advance
-    )
+    append_records(settings, topics["relationships"], relationships, timeout_s=120)
     identities = ((k.encode(), json.dumps(c).encode()) for k, c in outcome.identities.items())
-    append_records(
-        settings, topics["identities"], identities, timeout_s=120, progress=progress.advance
-    )
+    append_records(settings, topics["identities"], identities, timeout_s=120)
     others = [
         settings.topic_relationship_events,
         settings.topic_raw,
@@ -1616,9 +1609,7 @@ def _write(
 
             def seed() -> dict[str, Any]:
                 prepared = preparing.result() if preparing is not None else None
-                return seed_worker_state(
-                    settings, version, outcome, snapshot, NoProgress(), prepared
-                )
+                return seed_worker_state(settings, version, outcome, snapshot, prepared)
 
             seeding, preparing = _Background(seed), None
         progress.phase("writing " + rel_table, outcome.relationships)
