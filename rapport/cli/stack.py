@@ -213,12 +213,14 @@ def register(app: typer.Typer) -> None:
                     f"only {have} of {expected} interactions reached ClickHouse "
                     f"in {timeout_s:.0f} s"
                 )
-            late = sum(r["late_events"] for r in relationships(reader, "college"))
+            every = relationships(reader, "college")
+            late = sum(r["late_events"] for r in every)
             if late:
                 reader = _replayed_exactly(s, registry, late, batch, result.seconds)
+                every = relationships(reader, "college")
             rows = relationships(reader, "college", sort="interactions", limit=25)
             console.print(render(rows, "table", console.width))
-            total = len(relationships(reader, "college"))
+            total = len(every)
             console.print(
                 f"{expected} interactions from {len(batch)} deliveries; {total} relationships "
                 "(top 25 by interactions shown)"
