@@ -12,7 +12,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -32,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def stack(isolated_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+def stack(isolated_settings: Settings) -> Iterator[Settings]:
     """The demo's own workspace file with a lateness of 0 days, and a running stack."""
     text = DEMO_WORKSPACES.read_text().replace(
         "[workspaces.college.secrets]", "[workspaces.college.policy]\nlateness_days = 0\n\n"
