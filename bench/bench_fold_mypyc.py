@@ -54,13 +54,13 @@ setup(name="rapport-fold-trial", ext_modules=mypycify(["projections/in_order.py"
 def jobs_of(events: int) -> list[tuple[str, str, list[tuple[object, ...]]]]:
     from bench.bench_replay import records
     from projections.policy import DEFAULT_POLICY
-    from streams.replay import Recalculation, _jobs_of
+    from streams.replay.recalculation import Recalculation, jobs_of
 
     calc = Recalculation(None, flat_rows=True)
     for _, value in records(events):
         calc.add(value)
     _, groups = calc.assign({})
-    jobs, _ = _jobs_of(groups, lambda _: DEFAULT_POLICY)
+    jobs, _ = jobs_of(groups, lambda _: DEFAULT_POLICY)
     return [(w, c, [tuple(t.to_json()) for t in ts]) for w, c, ts in jobs]
 
 

@@ -7,7 +7,7 @@ In the same run, on the same events:
                    of a whole history: no Kafka, no decoding, no ClickHouse);
   fold (replayed): `replayed` per relationship over the same touches (the replay's own fold,
                    equal to the line above field for field, with the aggregates in locals);
-  replay:          `streams.replay.replay` from a private real broker's `rapport.events` (8
+  replay:          `streams.replay.build.replay` from a private real broker's `rapport.events` (8
                    partitions) into `relationships_v2` / `interactions_v2` of the embedded engine
                    (no worker running, so it writes directly), plus the Faust state of version
                    2 (changelogs and offsets), timed from start to the recorded build.
@@ -55,7 +55,9 @@ from rapport.workspaces import WorkspaceRegistry
 from streams.archive import Snapshot, _scan, take_snapshot
 from streams.eventlog import append_records
 from streams.keys import event_key
-from streams.replay import arrow_inserts, fold_parallelism, replay
+from streams.replay.build import replay
+from streams.replay.recalculation import fold_parallelism
+from streams.replay.writers import arrow_inserts
 from streams.topics import ensure_topics
 from tests.datasets import collegemsg_interactions
 

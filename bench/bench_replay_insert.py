@@ -2,7 +2,8 @@
 it did before, on the same rows in the same run.
 
 The rows: bench_replay's events, split in two as two shards hold them, each shard's rows as the
-shard builds them (`_arrow_of` per fetch of about 500 records, so one Arrow chunk per fetch).
+shard builds them (`interaction_arrow` per fetch of about 500 records, so one Arrow chunk per
+fetch).
 Each way inserts both tables into a fresh `interactions_vN` (cast to the table's types, as the
 writer does), then the replay's `FINAL` count runs, then the process idles 3 s while ClickHouse
 merges what it wants to. CPU is this process's (the embedded engine runs in its threads), from
@@ -11,7 +12,7 @@ merges what it wants to. CPU is this process's (the embedded engine runs in its 
   100,000 a slice:       the replay two changes ago (slices of INSERT_ROWS, the chunks as
                          they came);
   500,000 a slice:       larger slices, still one chunk per fetch;
-  arrow_inserts:         the replay before (`streams.replay.arrow_inserts`: 500,000-row
+  arrow_inserts:         the replay before (`streams.replay.writers.arrow_inserts`: 500,000-row
                          slices, each one chunk);
   arrow_inserts, unique: the replay now: the same slices inserted with `unique`
                          (`projections.store.UNIQUE_ROWS`: no merge of a block with itself on
@@ -40,14 +41,9 @@ import pyarrow as pa
 
 from bench.bench_replay import records
 from rapport.settings import Settings
-from streams.replay import (
-    INSERT_ROWS,
-    DirectWriter,
-    Recalculation,
-    _arrow_of,
-    arrow_inserts,
-    wait_for_rows,
-)
+from streams.replay.arrow import interaction_arrow
+from streams.replay.recalculation import Recalculation
+from streams.replay.writers import INSERT_ROWS, DirectWriter, arrow_inserts, wait_for_rows
 
 FETCH = 500  # records per partition fetch, about, with these events
 Pieces = Callable[[Any], Iterator[Any]]
@@ -67,7 +63,7 @@ def shard_tables(values: list[bytes], shards: int = 2) -> list[Any]:
         mine = values[start : start + share]
         for i in range(0, len(mine), FETCH):
             calc.add_many(mine[i : i + FETCH])
-            parts.append(_arrow_of(calc.take_rows()))
+            parts.append(interaction_arrow(calc.take_rows()))
         tables.append(pa.concat_tables(parts))
     return tables
 

@@ -4,16 +4,16 @@ No broker and no ClickHouse: what one shard does with its share of the log, part
 seconds of this process, cyclic GC off as in the replay):
   decode:        `Recalculation.add` (decoding, the touch and the interaction row) per event,
                  against msgspec decoding the same values into the same struct alone;
-  rows to Arrow: `_arrow_of` per row, one fetch (about 500 records) at a time as a shard does,
-                 against 8,192 at a time (the best of three alternated rounds each: pyarrow's
+  rows to Arrow: `interaction_arrow` per row, one fetch (about 500 records) at a time as a shard
+                 does, against 8,192 at a time (the best of three alternated rounds each: pyarrow's
                  first conversions cost more, and whichever size is timed first pays them);
   to the parent: the shard's table (one chunk per fetch) through a pipe to the parent, as an
-                 Arrow IPC stream (`_send_arrow`, `_with_arrow`) against pickled (`send`, as
+                 Arrow IPC stream (`send_arrow`, `unpack_arrow`) against pickled (`send`, as
                  before), the CPU of both processes (best of three alternated rounds); and the
                  stream in a shared-memory file the parent maps (what the shards do now)
                  against the stream in the pipe;
   fold:          `replayed` per touch against `apply_all` of a fresh state (the same result);
-                 and the shard's whole fold (`_fold_jobs`: state, read-model row, stored JSON);
+                 and the shard's whole fold (`fold_jobs`: state, read-model row, stored JSON);
   tally JSON:    a tally's stored JSON, encoded: `tally_to_json` (`structs.asdict` and six
                  fields converted) against field by field (its form before) and against a loop
                  over `fields(Tally)` with isinstance (its form before that), same bytes checked;
@@ -63,17 +63,14 @@ from projections.relationship import (
     view_row,
 )
 from projections.tally import Run, Tally
-from streams.replay import (
-    _DECODE,
-    Recalculation,
-    _arrow_of,
-    _fold_jobs,
-    _jobs_of,
-    _send_arrow,
-    _with_arrow,
+from streams.replay.arrow import (
+    interaction_arrow,
     relationship_arrow,
+    send_arrow,
     shared_memory_dir,
+    unpack_arrow,
 )
+from streams.replay.recalculation import _DECODE, Recalculation, fold_jobs, jobs_of
 
 FETCH = 500  # records per partition fetch, about, with these events
 BIG = 8_192
@@ -168,18 +165,18 @@ def stripped_fingerprint(event_id: str) -> int:
 
 
 def streamed_send(conn: Any, table: Any) -> None:
-    _send_arrow(conn, "rows", table, table.num_rows)
+    send_arrow(conn, "rows", table, table.num_rows)
 
 
 def streamed_recv(conn: Any) -> Any:
-    return _with_arrow(conn, conn.recv())[1]
+    return unpack_arrow(conn, conn.recv())[1]
 
 
 SPOOL: list[str] = []  # the shared-memory directory of this run
 
 
 def spooled_send(conn: Any, table: Any) -> None:
-    _send_arrow(conn, "rows", table, table.num_rows, spool=SPOOL[0])
+    send_arrow(conn, "rows", table, table.num_rows, spool=SPOOL[0])
 
 
 def pickled_send(conn: Any, table: Any) -> None:
@@ -239,15 +236,17 @@ def main() -> None:
     )
 
     rows = calc.take_rows()
-    _arrow_of(rows[:10])  # imports pyarrow, as the replay does before it forks its shards
+    interaction_arrow(rows[:10])  # imports pyarrow, as the replay does before it forks its shards
     small = big = float("inf")
     for _ in range(3):  # alternated, the best of each: the order moves single runs by 20-50%
         small = min(
-            small, cpu(lambda: [_arrow_of(rows[i : i + FETCH]) for i in range(0, n, FETCH)])
+            small, cpu(lambda: [interaction_arrow(rows[i : i + FETCH]) for i in range(0, n, FETCH)])
         )
-        big = min(big, cpu(lambda: [_arrow_of(rows[i : i + BIG]) for i in range(0, n, BIG)]))
+        big = min(
+            big, cpu(lambda: [interaction_arrow(rows[i : i + BIG]) for i in range(0, n, BIG)])
+        )
     line(f"rows to Arrow, {FETCH} at a time", small * us, "us", f"{BIG:,} at a time", big * us)
-    table = pa.concat_tables([_arrow_of(rows[i : i + FETCH]) for i in range(0, n, FETCH)])
+    table = pa.concat_tables([interaction_arrow(rows[i : i + FETCH]) for i in range(0, n, FETCH)])
     rows.clear()
     streamed = pickled = spooled = float("inf")
     with tempfile.TemporaryDirectory(prefix="rapport-bench-", dir=shared_memory_dir()) as spool:
@@ -261,7 +260,7 @@ def main() -> None:
     del table
 
     _, groups = calc.assign({})
-    jobs, policies = _jobs_of(groups, lambda _: DEFAULT_POLICY)
+    jobs, policies = jobs_of(groups, lambda _: DEFAULT_POLICY)
     states: list[RelationshipState] = []
     fast = cpu(lambda: states.extend(replayed(w, c, ts, DEFAULT_POLICY) for w, c, ts in jobs))
     expected: list[RelationshipState] = []
@@ -273,9 +272,9 @@ def main() -> None:
     )
     assert states == expected, "replayed differs from apply_all"
     line("fold: replayed", fast * us, "us", "apply_all", slow * us)
-    whole = cpu(lambda: _fold_jobs(jobs, policies, False))
+    whole = cpu(lambda: fold_jobs(jobs, policies, False))
     print(
-        f"{'fold with rows and records':<34} {whole * us:8.2f} us   (_fold_jobs, as a shard folds)"
+        f"{'fold with rows and records':<34} {whole * us:8.2f} us   (fold_jobs, as a shard folds)"
     )
 
     tallies = [t for s in states for t in (s.settled, s.view)]
@@ -343,7 +342,7 @@ def main() -> None:
     print(f"per relationship ({len(jobs):,}, {len(ids) / len(jobs):.1f} touches each):")
     for name, seconds in parts.items():
         print(f"  {name:<32} {seconds * per:8.2f} us")
-    print(f"  {'whole fold (_fold_jobs)':<32} {whole * 1e6 / len(jobs):8.2f} us")
+    print(f"  {'whole fold (fold_jobs)':<32} {whole * 1e6 / len(jobs):8.2f} us")
 
     sizes = [len(s.to_json()) for s in states]
     print(

@@ -3,7 +3,8 @@
 After a scenario, whatever was broken on the way:
 
 1. The event log (`rapport.events`, read from Kafka up to its end now) is folded with the
-   project's own pure replay core (`streams.replay.Recalculation`, what `rapport replay` runs):
+   project's own pure replay core (`streams.replay.recalculation.Recalculation`, what `rapport
+   replay` runs):
    the relationships and interaction rows a clean recalculation gives.
 2. ClickHouse is read from every worker's database (the union: newest `revision` per
    relationship wins; an interaction copied into two workers' databases by a rebalance is one
@@ -45,7 +46,7 @@ from projections.store import QueryResult, SqlReader, StoreUnavailable
 from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
 from streams.archive import read_log, take_snapshot
-from streams.replay import Outcome, Recalculation, policies_from
+from streams.replay.recalculation import Outcome, Recalculation, policies_from
 
 REL_FIELDS = tuple(c for c in RELATIONSHIP_COLUMNS if c != "updated_at")
 # Columns an event determines (the rest belong to the delivery: received_at, raw_*, sunk_at).

@@ -72,7 +72,7 @@ from streams.offsets import (
     guard_head_gap,
     read_uncommitted_from_the_start,
 )
-from streams.replay_sink import register_replay
+from streams.replay.sink import register_replay
 from streams.sink import ClickHouseSink, batch_token
 from streams.tables import (
     STATE_CODEC,

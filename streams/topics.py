@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from rapport.settings import Settings
-from streams.replay_rows import replay_topic
+from streams.replay.rows import replay_topic
 
 FOREVER = "-1"
 
@@ -36,7 +36,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic_deadletters, n, {"retention.ms": FOREVER, "max.message.bytes": big}
         ),
-        # rows of versioned tables from `rapport replay` to the worker (streams/replay_sink.py)
+        # rows of versioned tables from `rapport replay` to the worker (streams/replay/sink.py)
         TopicSpec(replay_topic(settings), n, {"retention.ms": str(7 * 86_400_000)}),
     ]
 

@@ -25,7 +25,7 @@ from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
 
 if TYPE_CHECKING:
-    from streams.replay import ReplayResult
+    from streams.replay.build import ReplayResult
 
 
 def register(app: typer.Typer) -> None:
@@ -105,15 +105,16 @@ def build_version(
 ) -> ReplayResult:
     """Replay the log (or an archive) into `version` (default: the next one) with a progress
     bar, and print what was built. Exits with the error when it cannot."""
-    from streams import replay as core
     from streams import versions
+    from streams.replay.build import next_version, replay
+    from streams.replay.interfaces import ReplayError
 
     try:
         if version is None:
             from rapport.stack import open_reader
 
             reader = open_reader(s)
-            version = core.next_version(s, reader)
+            version = next_version(s, reader)
             if isinstance(reader, ClickHouseStore):
                 reader.close()
         console.print(
@@ -121,8 +122,8 @@ def build_version(
             f"version {version} (active: {versions.active_version(s)})"
         )
         with PhasedProgress("/s") as progress:
-            result = core.replay(s, registry, version, path, only, progress, timeout_s)
-    except (core.ReplayError, versions.VersionError, StoreUnavailable) as exc:
+            result = replay(s, registry, version, path, only, progress, timeout_s)
+    except (ReplayError, versions.VersionError, StoreUnavailable) as exc:
         fail(str(exc))
     rate = result.events / result.seconds if result.seconds else 0.0
     console.print(
@@ -146,13 +147,14 @@ def build_version(
 
 
 def activate_version(s: Settings, version: int) -> None:
-    from streams import replay as core
     from streams import versions
+    from streams.replay.activation import activate
+    from streams.replay.interfaces import ReplayError
 
     try:
         with PhasedProgress() as progress:
-            done = core.activate(s, version, progress)
-    except (core.ReplayError, versions.VersionError, StoreUnavailable) as exc:
+            done = activate(s, version, progress)
+    except (ReplayError, versions.VersionError, StoreUnavailable) as exc:
         fail(str(exc))
     console.print(
         f"version {done.version} is active (was {done.previous}) in {done.seconds:.1f} s; "

@@ -34,7 +34,7 @@ from events.envelope import RawEnvelope
 from events.models import RawPointer, dump_event
 from projections.policy import DEFAULT_POLICY
 from rapport.workspaces import WorkspaceRegistry
-from streams.replay import Outcome, recalculate
+from streams.replay.recalculation import Outcome, recalculate
 from streams.webhooks.generic import GenericProtocol
 from streams.webhooks.x import XProtocol
 

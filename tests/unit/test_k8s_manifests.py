@@ -379,10 +379,10 @@ def test_the_worker_memory_limit_holds_what_its_settings_let_it_take() -> None:
 
 
 def _worker_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> set[str]:
-    import streams.replay_sink
+    import streams.replay.sink
 
     # The only part of create_app that talks to Kafka (it would wait for a broker).
-    monkeypatch.setattr(streams.replay_sink, "declare_changelogs", lambda app, settings: None)
+    monkeypatch.setattr(streams.replay.sink, "declare_changelogs", lambda app, settings: None)
     from streams.app import create_app
 
     app = create_app(SETTINGS.model_copy(update={"home": tmp_path}), WorkspaceRegistry())

@@ -31,8 +31,8 @@ from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
 from streams import versions
 from streams.eventlog import partition_for
-from streams.replay import Recalculation, recalculate
-from streams.replay_rows import (
+from streams.replay.recalculation import Recalculation, recalculate
+from streams.replay.rows import (
     decode_chunk,
     encode_chunks,
     interaction_values,
@@ -223,7 +223,7 @@ def test_the_fast_decoder_reads_what_the_live_path_reads(real_events: list[Inter
     import msgspec
 
     from projections.relationship import touch_from_doc
-    from streams.replay import _Doc, row_of_doc, touch_of_doc
+    from streams.replay.recalculation import _Doc, row_of_doc, touch_of_doc
 
     decode = msgspec.json.Decoder(_Doc).decode
     for event in real_events[:300] + real_events[-300:]:
@@ -350,9 +350,11 @@ def _sharded(
     parts: int = 2,
     changelog_topic: str | None = None,
 ) -> tuple[Any, list[Any]]:
-    """`_Shards` over an in-memory log (`read_log` replaced; the forks inherit the fake)."""
-    import streams.replay as replay_module
+    """`Shards` over an in-memory log (`read_log` replaced; the forks inherit the fake)."""
+    import streams.replay.shards as replay_module
     from streams.archive import Snapshot
+    from streams.replay.interfaces import NoProgress
+    from streams.replay.recalculation import policies_from
 
     def fake_read_log(settings: Any, snapshot: Snapshot, handle: Any) -> int:
         for partition in sorted(snapshot.ends):
@@ -361,14 +363,14 @@ def _sharded(
 
     monkeypatch.setattr(replay_module, "read_log", fake_read_log)
     snapshot = Snapshot("rapport.events", {p: len(v) for p, v in partitions.items()})
-    policy_of = replay_module.policies_from(REGISTRY)
-    shards = replay_module._Shards(Settings(), snapshot, None, policy_of, parts)
+    policy_of = policies_from(REGISTRY)
+    shards = replay_module.Shards(Settings(), snapshot, None, policy_of, parts)
     written: list[Any] = []
     try:
-        shards.read_all(replay_module.NoProgress())
+        shards.read_all(NoProgress())
         outcome, count = shards.run(
             policy_of, lambda table, data: written.append(data), "interactions_v2",
-            replay_module.NoProgress(), changelog_topic=changelog_topic,
+            NoProgress(), changelog_topic=changelog_topic,
         )  # fmt: skip
         assert os.listdir(shards.spool) == []  # every table the shards left was read, removed
     finally:
@@ -389,18 +391,18 @@ def test_a_shards_table_goes_through_shared_memory_and_the_file_is_removed(
 ) -> None:
     from multiprocessing import Pipe
 
-    from streams.replay import _send_arrow, _with_arrow
+    from streams.replay.arrow import send_arrow, unpack_arrow
 
     mine, theirs = Pipe()
     table = _table(1_000)
-    _send_arrow(theirs, "rows", table, 1_000, spool=str(tmp_path))
+    send_arrow(theirs, "rows", table, 1_000, spool=str(tmp_path))
     message = mine.recv()
     assert message[0] == "rows" and message[2] == 1_000
     assert Path(message[1]).parent == tmp_path and Path(message[1]).exists()
-    tag, got, count = _with_arrow(mine, message)
+    tag, got, count = unpack_arrow(mine, message)
     assert (tag, count) == ("rows", 1_000) and got.equals(table)
     assert list(tmp_path.iterdir()) == []
-    assert _with_arrow(mine, ("rows", None, 0)) == ("rows", None, 0)
+    assert unpack_arrow(mine, ("rows", None, 0)) == ("rows", None, 0)
 
 
 def test_without_room_in_shared_memory_the_table_takes_the_pipe(
@@ -408,18 +410,18 @@ def test_without_room_in_shared_memory_the_table_takes_the_pipe(
 ) -> None:
     from multiprocessing import Pipe
 
-    from streams.replay import _send_arrow, _with_arrow
+    from streams.replay.arrow import send_arrow, unpack_arrow
 
     mine, theirs = Pipe()
     table = _table(200)  # small: the pipe holds it while this one process is both ends
     gone = tmp_path / "removed"  # a spool that cannot be written
     with caplog.at_level("WARNING", logger="rapport.replay"):
-        _send_arrow(theirs, "folded", table, ["acme"], spool=str(gone))
+        send_arrow(theirs, "folded", table, ["acme"], spool=str(gone))
     assert "the pipe takes the table" in caplog.text
-    _, got, names = _with_arrow(mine, mine.recv())
+    _, got, names = unpack_arrow(mine, mine.recv())
     assert got.equals(table) and names == ["acme"]
-    _send_arrow(theirs, "folded", table, ["acme"])  # no spool at all: the pipe
-    assert _with_arrow(mine, mine.recv())[1].equals(table)
+    send_arrow(theirs, "folded", table, ["acme"])  # no spool at all: the pipe
+    assert unpack_arrow(mine, mine.recv())[1].equals(table)
 
 
 def test_sharded_replay_equals_one_process(
@@ -427,7 +429,7 @@ def test_sharded_replay_equals_one_process(
 ) -> None:
     from events.models import parse_event
     from streams.keys import event_key
-    from streams.replay import _arrow_rows
+    from streams.replay.writers import arrow_rows
 
     ann_x, ann_mail = Identity(platform="x", user_id="100"), Identity(platform="email", user_id="a")
     bob_mail = Identity(platform="email", user_id="b")
@@ -457,7 +459,7 @@ def test_sharded_replay_equals_one_process(
     # the shards send their relationships' rows as Arrow; the parent's (ann's) stay views
     assert set(sharded.views) == {"acme|x:100"} and sharded.relationships == one.relationships
     got = [*sharded.relationship_rows(0)]
-    got += [row for table in sharded.relationship_tables for row in _arrow_rows(table)]
+    got += [row for table in sharded.relationship_tables for row in arrow_rows(table)]
     assert sorted(got) == sorted(one.relationship_rows(0))
     assert sharded.changelog == sorted(one.changelog)
     assert sharded.identities == one.identities == {"acme|email:a": "x:100"}
@@ -465,7 +467,7 @@ def test_sharded_replay_equals_one_process(
         one.events, one.interactions, one.duplicates, one.links,
     )  # fmt: skip
     assert sharded.duplicates == 300
-    rows = sorted(row for table in tables for row in _arrow_rows(table))
+    rows = sorted(row for table in tables for row in arrow_rows(table))
     assert rows == sorted(one.interaction_rows)
     assert {row[2] for row in rows if row[0] == linked[1].event_id} == {"x:100"}
 
@@ -477,7 +479,7 @@ def test_shards_produce_their_table_records_themselves(
     the parent produced before); together with the parent's they are the one-process ones."""
     import pickle
 
-    import streams.replay as replay_module
+    import streams.replay.shards as replay_module
     from events.models import parse_event
     from streams.keys import event_key
 
@@ -506,11 +508,11 @@ def test_shards_produce_their_table_records_themselves(
 def test_shards_holding_the_same_event_fall_back(
     monkeypatch: pytest.MonkeyPatch, real_events: list[Interaction]
 ) -> None:
-    from streams.replay import _Overlap
+    from streams.replay.shards import Overlap
 
     log = [dump_event(e) for e in real_events[:400]]
     # the same events in two partitions (the partition count changed between deliveries)
-    with pytest.raises(_Overlap):
+    with pytest.raises(Overlap):
         _sharded(monkeypatch, {0: log[:300], 1: log[200:]})
 
 
@@ -518,7 +520,9 @@ def test_a_replays_inserts_skip_merging_a_block_with_itself(tmp_path: Path) -> N
     """A replay's rows are unique by the sorting key, so its inserts skip ReplacingMergeTree's
     in-block merge (`UNIQUE_ROWS`). Shown with two rows that share a key, which a replay never
     sends: each of its writes keeps both until FINAL or a merge; any other insert keeps one."""
-    from streams import replay as replay_module
+    from streams.replay import writers as replay_module
+    from streams.replay.arrow import interaction_arrow
+    from streams.replay.interfaces import NoProgress
 
     writer = replay_module.DirectWriter(
         Settings(home=tmp_path, clickhouse_url=f"chdb://{tmp_path / 'ch'}")
@@ -535,13 +539,11 @@ def test_a_replays_inserts_skip_merging_a_block_with_itself(tmp_path: Path) -> N
         def counted(sql: str) -> int:
             return int(store.query(sql).rows[0][0])
 
-        writer.write_arrow(
-            "interactions_v2", replay_module._arrow_of(rows), replay_module.NoProgress()
-        )
+        writer.write_arrow("interactions_v2", interaction_arrow(rows), NoProgress())
         assert counted(f"SELECT count() FROM {table}") == 2
         assert counted(f"SELECT count() FROM {table} FINAL") == 1
         store.command(f"TRUNCATE TABLE {table}")
-        writer.write("interactions_v2", rows, replay_module.NoProgress())
+        writer.write("interactions_v2", rows, NoProgress())
         assert counted(f"SELECT count() FROM {table}") == 2
         store.command(f"TRUNCATE TABLE {table}")
         stored = [
@@ -560,7 +562,9 @@ def test_arrow_writes_go_in_slices_each_with_its_own_token_and_every_row_lands(
     """A shard's Arrow table (a chunk per fetch) larger than ARROW_INSERT_ROWS is inserted slice
     by slice, each slice deduplicated on a token of its own (one token for all would drop every
     slice but the first), times cast from epoch ms to the table's DateTime64."""
-    from streams import replay as replay_module
+    from streams.replay import writers as replay_module
+    from streams.replay.arrow import interaction_arrow
+    from streams.replay.interfaces import NoProgress
 
     monkeypatch.setattr(replay_module, "ARROW_INSERT_ROWS", 4)
     writer = replay_module.DirectWriter(
@@ -575,10 +579,8 @@ def test_arrow_writes_go_in_slices_each_with_its_own_token_and_every_row_lands(
         ]  # fmt: skip
         import pyarrow as pa
 
-        chunked = pa.concat_tables(
-            [replay_module._arrow_of(rows[:3]), replay_module._arrow_of(rows[3:])]
-        )
-        writer.write_arrow("interactions_v2", chunked, replay_module.NoProgress())
+        chunked = pa.concat_tables([interaction_arrow(rows[:3]), interaction_arrow(rows[3:])])
+        writer.write_arrow("interactions_v2", chunked, NoProgress())
         got = writer.store.query(
             "SELECT count(), min(raw_offset), max(raw_offset), "
             "toUnixTimestamp64Milli(max(occurred_at)) FROM rapport.interactions_v2"

@@ -112,7 +112,7 @@ def test_a_worker_activates_its_version_before_it_consumes(
     active one, an unbuilt one is refused, and an unreachable ClickHouse is waited for."""
     from rapport.settings import Settings
     from streams import versions
-    from streams.replay_sink import VersionActivation
+    from streams.replay.sink import VersionActivation
 
     url = f"chdb://{tmp_path / 'ch'}"
     sink = ClickHouseSink(url, "rapport")

@@ -2,7 +2,7 @@
 
 The embedded engine can be opened by one process, and the running worker owns it, so a replay
 never opens it while a worker runs. It sends its rows through Kafka instead (the replay topic,
-see `streams.replay_rows`), and this agent inserts them in batches through the worker's
+see `streams.replay.rows`), and this agent inserts them in batches through the worker's
 `ClickHouseSink` (retried until they land, offsets committed after). Small HTTP views do the rest:
 
     POST /projections/prepare {version, build}  empty relationships_vN / interactions_vN
@@ -29,7 +29,7 @@ from faust.web import Request, Response, View
 from projections.store import ClickHouseStore
 from rapport.settings import Settings
 from streams import versions
-from streams.replay_rows import columns_of, decode_chunk, replay_topic
+from streams.replay.rows import columns_of, decode_chunk, replay_topic
 from streams.sink import ClickHouseSink, batch_token
 
 log = logging.getLogger("rapport.replay")
@@ -44,7 +44,7 @@ def declare_changelogs(app: faust.App, settings: Settings) -> None:
     assignment; when the broker's metadata has not caught up by then, the assignor ignores the
     topic and the agent that owns the table crashes (`PartitionsMismatch ... 0 partitions`).
     """
-    from streams.replay import ensure_compacted_topics
+    from streams.kafka_admin import ensure_compacted_topics
 
     names = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
     try:

@@ -1,0 +1,46 @@
+"""What the replay's parts agree on: its error, how it reports progress, where it writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from projections.store import SqlReader
+
+
+class ReplayError(RuntimeError):
+    """The replay or the activation cannot go on; the message says why and what to do."""
+
+
+class Progress(Protocol):
+    """Where a replay reports its phases and how far each got (the CLI draws bars)."""
+
+    def phase(self, name: str, total: int | None) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+
+class NoProgress:
+    """Progress nobody watches (tests, benchmarks, a shard's own work)."""
+
+    def phase(self, name: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int) -> None:
+        pass
+
+
+class TableWriter(Protocol):
+    """Where a version's rows go: ClickHouse directly, or the worker that owns the engine."""
+
+    def prepare(self, version: int, build: str) -> None: ...
+
+    def write(self, table: str, rows: Iterable[list[Any]], progress: Progress) -> None: ...
+
+    def write_arrow(self, table: str, data: Any, progress: Progress) -> None: ...
+
+    def record(self, version: int, event: str, worker_id: str, detail: dict[str, Any]) -> None: ...
+
+    def reader(self) -> SqlReader: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,475 @@
+"""The pure part of a replay: a log's events in, every relationship recalculated out.
+
+Decoding the logged events (current-version interactions straight into a struct, the rest
+through the full parser), the final identity map, each relationship's touches sorted by
+(occurred_at, event_id) and folded by `replayed` under its workspace's policy. No Kafka and no
+ClickHouse: the shards, the archive replay, the chaos checks and the tests all run this.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from events.models import (
+    CONVERSATIONAL_KINDS,
+    IdentityLinked,
+    IdentityUnlinked,
+    Interaction,
+    epoch_ms,
+    parse_event,
+)
+from projections.policy import Policy, policy_for
+from projections.relationship import (
+    RelationshipState,
+    relationship_key,
+    replayed,
+    touch_of,
+    view_row,
+)
+from projections.tally import Touch
+from rapport.workspaces import WorkspaceRegistry
+from streams.replay.interfaces import NoProgress, Progress
+from streams.replay.rows import interaction_values_of, relationship_values
+
+
+class _Party(msgspec.Struct):
+    platform: str
+    user_id: str
+
+
+class _Pointer(msgspec.Struct):
+    partition: int
+    offset: int
+
+
+class _Doc(msgspec.Struct):
+    """The fields of a logged current-version interaction the replay reads (others ignored)."""
+
+    type: str
+    schema_version: int = 0
+    event_id: str = ""
+    workspace: str = ""
+    occurred_at: datetime | None = None
+    received_at: datetime | None = None
+    platform: str = ""
+    kind: str = ""
+    direction: str = ""
+    actor: _Party | None = None
+    subject: _Party | None = None
+    contact: _Party | None = None
+    account: _Party | None = None
+    member: str | None = None
+    conversation_id: str | None = None
+    object_id: str = ""
+    in_reply_to: str | None = None
+    intent: str = "neutral"
+    raw: _Pointer | None = None
+
+
+_DECODE = msgspec.json.Decoder(_Doc).decode
+_CONVERSATIONAL = frozenset(k.value for k in CONVERSATIONAL_KINDS)
+
+
+def _complete(d: _Doc) -> bool:
+    return bool(
+        d.type == "interaction" and d.schema_version == 1 and d.event_id and d.workspace
+        and d.occurred_at and d.received_at and d.platform and d.kind and d.direction
+        and d.object_id and d.actor is not None
+    )  # fmt: skip
+
+
+def touch_of_doc(d: _Doc, at: int | None = None) -> Touch:
+    """`touch_from_doc` of the same event (tested equal), from the decoded struct."""
+    return Touch(
+        at=epoch_ms(d.occurred_at) if at is None else at,  # type: ignore[arg-type]
+        event_id=d.event_id,
+        inbound=d.direction == "inbound",
+        kind=d.kind,
+        conversational=d.kind in _CONVERSATIONAL,
+        intent=d.intent,
+        platform=d.platform,
+        conversation_id=d.conversation_id,
+        member=d.member,
+    )
+
+
+def row_of_doc(d: _Doc, contact_id: str, at: int | None = None) -> list[Any]:
+    """`rows.interaction_values` of the same event (tested equal)."""
+    assert d.actor is not None and d.occurred_at is not None and d.received_at is not None
+    raw = d.raw
+    if at is None:
+        at = epoch_ms(d.occurred_at)
+    received = at if d.received_at == d.occurred_at else epoch_ms(d.received_at)
+    return [
+        d.event_id, d.workspace, contact_id, d.platform, d.kind, d.direction, d.intent,
+        d.actor.user_id, d.subject.user_id if d.subject else "",
+        d.account.user_id if d.account else "", d.member or "", at, received,
+        d.conversation_id or "", d.object_id, d.in_reply_to or "",
+        raw.partition if raw else -1, raw.offset if raw else -1, 1,
+    ]  # fmt: skip
+
+
+def _order(touch: Touch) -> tuple[int, str]:
+    return (touch.at, touch.event_id)
+
+
+@dataclass
+class _Identity:
+    """What one (workspace, identity) contributed: its touches and its interaction rows."""
+
+    touches: list[Touch] = field(default_factory=list)
+    rows: list[list[Any]] = field(default_factory=list)
+
+
+Job = tuple[str, str, list[Touch]]  # workspace, contact, its touches sorted
+
+
+@dataclass
+class Outcome:
+    """The recalculated projections of a log: per relationship its read-model row (`view_row`)
+    and its Faust table record (key, JSON of `RelationshipState.to_dict()`)."""
+
+    views: dict[str, dict[str, Any]]
+    changelog: list[tuple[bytes, bytes]]
+    policies: dict[str, Policy]
+    identities: dict[str, str]  # "<workspace>|<identity>" -> contact id (final links)
+    interaction_rows: list[list[Any]]
+    events: int
+    interactions: int
+    duplicates: int
+    links: int
+    invalid: int
+    states: dict[str, RelationshipState] | None = None  # kept when asked (tests)
+    # The rows of relationships folded by replay shards, as Arrow (`relationship_arrow`):
+    # they are not in `views`.
+    relationship_tables: list[Any] = field(default_factory=list)
+    # Table records the shards produced to the changelog themselves: not in `changelog`.
+    changelog_produced: int = 0
+
+    @property
+    def relationships(self) -> int:
+        return len(self.views) + sum(int(t.num_rows) for t in self.relationship_tables)
+
+    def relationship_rows(self, updated_at_ms: int) -> Iterator[list[Any]]:
+        for view in self.views.values():
+            yield relationship_values(view, updated_at_ms)
+
+
+def fold_jobs(
+    jobs: list[Job], policies: dict[str, Policy], keep_states: bool
+) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[bytes, bytes]], list[RelationshipState]]:
+    views: list[tuple[str, dict[str, Any]]] = []
+    changelog: list[tuple[bytes, bytes]] = []
+    kept: list[RelationshipState] = []
+    for workspace, contact, touches in jobs:
+        policy = policies[workspace]
+        state = replayed(workspace, contact, touches, policy)
+        key = relationship_key(workspace, contact)
+        views.append((key, view_row(state, policy)))
+        changelog.append((key.encode(), state.to_json()))  # the bytes the live worker writes
+        if keep_states:
+            kept.append(state)
+    return views, changelog, kept
+
+
+_FORKED: dict[str, Any] = {}  # what a forked fold process inherits
+
+
+def _fold_forked(share: int) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[bytes, bytes]]]:
+    views, changelog, _ = fold_jobs(_FORKED["shares"][share], _FORKED["policies"], False)
+    return views, changelog
+
+
+def _split(jobs: list[Job], parts: int) -> list[list[Job]]:
+    """Jobs in `parts` shares of about equal work (touches), biggest first."""
+    shares: list[list[Job]] = [[] for _ in range(parts)]
+    loads = [0] * parts
+    for job in sorted(jobs, key=lambda j: -len(j[2])):
+        least = loads.index(min(loads))
+        shares[least].append(job)
+        loads[least] += len(job[2])
+    return shares
+
+
+def fold_parallelism() -> int:
+    """Processes for the fold: the cores this process may use (fork only), at most 4."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def jobs_of(
+    groups: dict[tuple[str, str], list[list[Touch]]], policy_of: Callable[[str], Policy]
+) -> tuple[list[Job], dict[str, Policy]]:
+    """One job per relationship, its touches sorted by (occurred_at, event_id)."""
+    policies: dict[str, Policy] = {}
+    jobs: list[Job] = []
+    for (workspace, contact), lists in groups.items():
+        touches = lists[0] if len(lists) == 1 else [t for part in lists for t in part]
+        touches.sort(key=_order)
+        if workspace not in policies:
+            policies[workspace] = policy_of(workspace)
+        jobs.append((workspace, contact, touches))
+    return jobs, policies
+
+
+class Recalculation:
+    """Collects a log's events (`add`), then folds them in the exact order (`finish`). Pure.
+
+    Interactions are kept per (workspace, contact identity) until the final identity map is
+    known: the last `identity.linked` / `identity.unlinked` of an identity by (occurred_at,
+    event_id) decides the contact its whole history counts for. Duplicates (same event_id)
+    count once, the first one read.
+    """
+
+    def __init__(self, workspaces: Collection[str] | None = None, flat_rows: bool = False) -> None:
+        self.only = frozenset(workspaces) if workspaces else None
+        # flat_rows: every interaction row goes into one list in read order (`take_rows`), its
+        # contact_id the identity before links, instead of staying with its identity's touches.
+        self._flat: list[list[Any]] | None = [] if flat_rows else None
+        self._by_identity: dict[tuple[str, str | None], _Identity] = {}
+        self._links: dict[tuple[str, str], tuple[tuple[int, str], str | None]] = {}
+        self._seen: set[str] = set()
+        self.events = 0
+        self.interactions = 0
+        self.duplicates = 0
+        self.links = 0
+        self.other = 0
+        self.invalid = 0
+
+    def add_many(self, values: Iterable[bytes]) -> None:
+        for value in values:
+            self.add(value)
+
+    def add(self, value: bytes) -> None:
+        """One logged event (its JSON, any stored version); an unreadable one is counted in
+        `invalid` and skipped (the live worker dead-letters it)."""
+        self.events += 1
+        try:
+            doc = _DECODE(value)
+        except msgspec.DecodeError:
+            doc = None
+        if doc is not None and _complete(doc):
+            self._fast(doc)
+            return
+        try:
+            event = parse_event(value)  # link events, older versions (upcast)
+        except ValueError:
+            self.invalid += 1
+            return
+        if isinstance(event, Interaction):
+            self._interaction(event)
+        elif isinstance(event, IdentityLinked | IdentityUnlinked):
+            self._link(event)
+        else:
+            self.other += 1
+
+    def _fast(self, d: _Doc) -> None:
+        """A current-version interaction, straight from the decoded struct (the hot path)."""
+        workspace, event_id = d.workspace, d.event_id
+        if self.only is not None and workspace not in self.only:
+            return
+        if event_id in self._seen:
+            self.duplicates += 1
+            return
+        self._seen.add(event_id)
+        self.interactions += 1
+        contact = d.contact
+        if contact is not None and (d.direction == "inbound" or d.direction == "outbound"):
+            identity = f"{contact.platform}:{contact.user_id}"
+            key: tuple[str, str | None] = (workspace, identity)
+            bucket = self._by_identity.get(key)
+            if bucket is None:
+                bucket = self._by_identity[key] = self._bucket()
+            at = epoch_ms(d.occurred_at)  # type: ignore[arg-type]
+            bucket.touches.append(touch_of_doc(d, at))
+            bucket.rows.append(row_of_doc(d, identity, at))
+            return
+        key = (workspace, None)
+        bucket = self._by_identity.get(key)
+        if bucket is None:
+            bucket = self._by_identity[key] = self._bucket()
+        bucket.rows.append(row_of_doc(d, ""))
+
+    def _bucket(self) -> _Identity:
+        return _Identity() if self._flat is None else _Identity(rows=self._flat)
+
+    def take_rows(self) -> list[list[Any]]:
+        """The rows collected since the last call (flat_rows only), in read order."""
+        assert self._flat is not None
+        rows = list(self._flat)
+        self._flat.clear()
+        return rows
+
+    def _interaction(self, event: Interaction) -> None:
+        """An interaction that needed the full parser (an older stored version, upcast)."""
+        if self.only is not None and event.workspace not in self.only:
+            return
+        if event.event_id in self._seen:
+            self.duplicates += 1
+            return
+        self._seen.add(event.event_id)
+        self.interactions += 1
+        identity: str | None = None
+        if event.contact is not None and event.direction.counts:
+            identity = event.contact.key
+        bucket = self._by_identity.get((event.workspace, identity))
+        if bucket is None:
+            bucket = self._by_identity[(event.workspace, identity)] = self._bucket()
+        if identity is not None:
+            bucket.touches.append(touch_of(event))
+        bucket.rows.append(interaction_values_of(event, identity or ""))
+
+    def _link(self, event: IdentityLinked | IdentityUnlinked) -> None:
+        if self.only is not None and event.workspace not in self.only:
+            return
+        self.links += 1
+        key = (event.workspace, event.identity.key)
+        order = (epoch_ms(event.occurred_at), event.event_id)
+        contact = event.contact_id if isinstance(event, IdentityLinked) else None
+        found = self._links.get(key)
+        if found is None or order > found[0]:
+            self._links[key] = (order, contact)
+
+    def identity_map(self) -> dict[tuple[str, str], str]:
+        """(workspace, identity) -> contact id, for identities linked in the end."""
+        return {key: contact for key, (_, contact) in self._links.items() if contact}
+
+    def summary(self) -> dict[str, Any]:
+        """What a shard of a sharded replay tells the parent after reading (`Shards`)."""
+        return {
+            "events": self.events,
+            "interactions": self.interactions,
+            "duplicates": self.duplicates,
+            "links": self.links,
+            "invalid": self.invalid,
+            "link_orders": self._links,
+            "identities": [key for key in self._by_identity if key[1] is not None],
+            # Forked shards share the parent's string hash seed: equal ids, equal hashes.
+            "ids": array("q", map(hash, self._seen)),
+            "touches": sum(len(b.touches) for b in self._by_identity.values()),
+        }
+
+    def assign(
+        self, contacts: dict[tuple[str, str], str]
+    ) -> tuple[list[list[Any]], dict[tuple[str, str], list[list[Touch]]]]:
+        """Interaction rows with their resolved contact ids, and the touches of each
+        (workspace, contact) (consumes the collected events). With flat_rows, no rows: they
+        were taken (`take_rows`) and `contact_ids` resolves them."""
+        flat = self._flat is not None
+        groups: dict[tuple[str, str], list[list[Touch]]] = {}
+        rows: list[list[Any]] = []
+        for (workspace, identity), bucket in self._by_identity.items():
+            if identity is None:
+                if not flat:
+                    rows.extend(bucket.rows)  # no contact: contact_id stays ""
+                continue
+            contact = contacts.get((workspace, identity), identity)
+            if not flat:
+                for row in bucket.rows:
+                    row[2] = contact
+                rows.extend(bucket.rows)
+            if bucket.touches:
+                groups.setdefault((workspace, contact), []).append(bucket.touches)
+        self._by_identity = {}
+        return rows, groups
+
+    def finish(
+        self,
+        policy_of: Callable[[str], Policy],
+        progress: Progress | None = None,
+        processes: int = 1,
+        keep_states: bool = False,
+    ) -> Outcome:
+        """Fold every relationship over its sorted events (consumes the collected events).
+
+        With `processes` > 1, relationships are folded in that many processes (forked: they
+        inherit the touches; only the rows and table records come back).
+        """
+        progress = progress or NoProgress()
+        contacts = self.identity_map()
+        rows, groups = self.assign(contacts)
+        jobs, policies = jobs_of(groups, policy_of)
+        del groups
+        total = sum(len(j[2]) for j in jobs)
+        progress.phase("folding", total)
+        views: list[tuple[str, dict[str, Any]]] = []
+        changelog: list[tuple[bytes, bytes]] = []
+        states: list[RelationshipState] = []
+        if processes > 1 and not keep_states and len(jobs) >= 2 * processes:
+            from concurrent.futures import ProcessPoolExecutor
+            from multiprocessing import get_context
+
+            shares = _split(jobs, processes)
+            _FORKED.update(shares=shares, policies=policies)  # inherited by the forks
+            with ProcessPoolExecutor(processes - 1, mp_context=get_context("fork")) as pool:
+                futures = [pool.submit(_fold_forked, n) for n in range(1, len(shares))]
+                mine = fold_jobs(shares[0], policies, False)
+                progress.advance(sum(len(j[2]) for j in shares[0]))
+                views, changelog = mine[0], mine[1]
+                for future, share in zip(futures, shares[1:], strict=True):
+                    more_views, more_changelog = future.result()
+                    views += more_views
+                    changelog += more_changelog
+                    progress.advance(sum(len(j[2]) for j in share))
+            _FORKED.clear()
+        else:
+            for start in range(0, len(jobs), 1000):
+                part = jobs[start : start + 1000]
+                more = fold_jobs(part, policies, keep_states)
+                views += more[0]
+                changelog += more[1]
+                states += more[2]
+                progress.advance(sum(len(j[2]) for j in part))
+        identities = {f"{w}|{i}": c for (w, i), c in contacts.items()}
+        return Outcome(
+            views=dict(views),
+            changelog=changelog,
+            policies=policies,
+            identities=identities,
+            interaction_rows=rows,
+            events=self.events,
+            interactions=self.interactions,
+            duplicates=self.duplicates,
+            links=self.links,
+            invalid=self.invalid,
+            states={relationship_key(s.workspace, s.contact_id): s for s in states}
+            if keep_states
+            else None,
+        )
+
+
+def policies_from(registry: WorkspaceRegistry) -> Callable[[str], Policy]:
+    """Each workspace's policy from the workspace file (the default for unknown workspaces)."""
+
+    def policy_of(workspace: str) -> Policy:
+        config = registry.get(workspace)
+        return policy_for(config.policy if config else None)
+
+    return policy_of
+
+
+def recalculate(
+    values: Iterable[bytes],
+    registry: WorkspaceRegistry,
+    workspaces: Collection[str] | None = None,
+    processes: int = 1,
+    keep_states: bool = False,
+) -> Outcome:
+    """The whole pure path in memory (tests, benchmarks)."""
+    calc = Recalculation(workspaces)
+    calc.add_many(values)
+    return calc.finish(policies_from(registry), processes=processes, keep_states=keep_states)
