@@ -169,6 +169,7 @@ def activate_version(s: Settings, version: int) -> None:
 def _status(s: Settings) -> None:
     from rapport.stack import open_reader
     from streams import versions
+    from streams.replay import lease
 
     try:
         reader = open_reader(s)
@@ -184,6 +185,7 @@ def _status(s: Settings) -> None:
                 f"SELECT at, version, event, worker_id, detail FROM {s.clickhouse_database}."
                 f"{versions.LOG_TABLE} ORDER BY at"
             ).rows
+        building = lease.builds(reader, s.clickhouse_database)
         if isinstance(reader, ClickHouseStore):
             reader.close()
     except StoreUnavailable as exc:
@@ -209,6 +211,8 @@ def _status(s: Settings) -> None:
         f"the worker runs version {versions.active_version(s)} "
         f"(app id {versions.worker_id_for(s.worker_id, versions.active_version(s))})"
     )
+    for held in building:
+        console.print(f"being built now: {held.describe()}")
     if history:
         log = Table("at", "version", "event", "worker id", "detail")
         for at, version, event, worker_id, detail in history:

@@ -25,6 +25,7 @@ from streams import versions
 from streams.archive import Snapshot, archive_size, read_archive, read_log, take_snapshot
 from streams.replay.arrow import stamped
 from streams.replay.interfaces import NoProgress, Progress, ReplayError, TableWriter
+from streams.replay.lease import Claim, Renewing
 from streams.replay.recalculation import (
     Outcome,
     Recalculation,
@@ -131,14 +132,19 @@ def _replay(
     parts = fold_parallelism()
     if parts > 1 and len(partition_shares(snapshot, parts)) > 1:
         writer: TableWriter | None = None
+        claim: Claim | None = None
         preparing: _Background | None = None
+        outer = progress
         shards = Shards(settings, snapshot, workspaces, policy_of, parts)
         try:
             progress.phase("reading rapport.events", snapshot.total)
-            if not workspaces:  # the worker state's topics, made while the shards read
-                preparing = _Background(prepare_worker_state, settings, version)
-            # The parent waits for the shards meanwhile: it opens the tables.
+            # The parent waits for the shards meanwhile: it claims the version, makes the
+            # worker state's topics (in a thread) and the tables.
             writer = writer_for(settings)
+            claim = Claim(writer, version, build)
+            progress = Renewing(outer, claim)
+            if not workspaces:
+                preparing = _Background(prepare_worker_state, settings, version)
             writer.prepare(version, build)
             shards.read_all(progress)
             # The shards produce their relationships' table records themselves, once the
@@ -154,12 +160,14 @@ def _replay(
                     progress,
                     changelog_topic=topic,
                 )
-            except Overlap:
+            except Overlap:  # replayed in one process instead, a build of its own
                 shards.close()
+                claim.end()
+                claim = None
                 writer.close()
                 writer = None
-                return _replay_one(settings, snapshot, workspaces, policy_of, version, build,
-                                   progress, timeout_s, started)  # fmt: skip
+                return _replay_one(settings, snapshot, workspaces, policy_of, version,
+                                   uuid.uuid4().hex[:12], outer, timeout_s, started)  # fmt: skip
             return _write(settings, version, build, outcome, snapshot, workspaces, None,
                           progress, timeout_s, started, writer=writer,
                           interactions_written=count, preparing=making_topics)  # fmt: skip
@@ -172,6 +180,8 @@ def _replay(
             raise
         finally:
             shards.close()
+            if claim is not None:
+                claim.end()
             if writer is not None:
                 writer.close()
     return _replay_one(settings, snapshot, workspaces, policy_of, version, build, progress,
@@ -220,14 +230,18 @@ def _write(
     preparing: _Background | None = None,
 ) -> ReplayResult:
     """Write the versioned tables (the interactions unless already written), the worker state
-    of the version (in a thread, while ClickHouse writes) and the build record."""
+    of the version (in a thread, while ClickHouse writes) and the build record. Without a
+    `writer`, it opens one and claims the version first."""
     owned = writer is None
-    if writer is None:
-        writer = writer_for(settings)
-        writer.prepare(version, build)
+    claim: Claim | None = None
     seeded = snapshot is not None and not workspaces
     seeding: _Background | None = None
     try:
+        if writer is None:
+            writer = writer_for(settings)
+            claim = Claim(writer, version, build)
+            progress = Renewing(progress, claim)
+            writer.prepare(version, build)
         now_ms = epoch_ms(datetime.now(UTC))
         rel_table = versions.versioned_table("relationships", version)
         int_table = versions.versioned_table("interactions", version)
@@ -285,7 +299,9 @@ def _write(
                     exc.add_note(f"the worker state failed too: {also!r}")
         raise
     finally:
-        if owned:
+        if claim is not None:
+            claim.end()
+        if owned and writer is not None:
             writer.close()
     return ReplayResult(
         version=version,

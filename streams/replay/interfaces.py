@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from projections.store import SqlReader
+
+if TYPE_CHECKING:
+    from streams.replay.lease import Lease
 
 
 class ReplayError(RuntimeError):
@@ -32,6 +35,11 @@ class NoProgress:
 
 class TableWriter(Protocol):
     """Where a version's rows go: ClickHouse directly, or the worker that owns the engine."""
+
+    def beat(self, version: int, build: str, holder: str, done: bool = False) -> Lease | None:
+        """Claim, renew or (done) end `build`'s lease on `version`; the build that holds it
+        (`streams.replay.lease.beat`)."""
+        ...
 
     def prepare(self, version: int, build: str) -> None: ...
 

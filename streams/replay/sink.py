@@ -6,6 +6,7 @@ see `streams.replay.rows`), and this agent inserts them in batches through the w
 `ClickHouseSink` (retried until they land, offsets committed after). Small HTTP views do the rest:
 
     POST /projections/prepare {version, build}  empty relationships_vN / interactions_vN
+    POST /projections/lease {version, build, holder, done}  claim/renew/end a build's lease
     POST /projections/record {version, event, worker_id, detail}  log a build
     POST /projections/swap {version}  make this worker's own version the one readers see
     GET  /projections/versions  tables, their versions, and the build/activation log
@@ -29,6 +30,7 @@ from faust.web import Request, Response, View
 from projections.store import ClickHouseStore
 from rapport.settings import Settings
 from streams import versions
+from streams.replay import lease
 from streams.replay.rows import columns_of, decode_chunk, replay_topic
 from streams.sink import ClickHouseSink, batch_token
 
@@ -159,6 +161,22 @@ def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) ->
             builds.clear()
             return self.json({"tables": made})
 
+    class LeaseView(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                data = await payload(request)
+                version, build = int(data["version"]), str(data["build"])
+                holder, done = str(data["holder"]), bool(data.get("done", False))
+            except (ValueError, KeyError, TypeError) as exc:
+                return self.json({"error": str(exc)}, status=400)
+            try:
+                held = await on_store(
+                    lambda store: lease.beat(store, database, version, build, holder, done)
+                )
+            except Exception as exc:  # ClickHouse away: the replay retries or gives up
+                return self.json({"error": f"{type(exc).__name__}: {exc}"}, status=503)
+            return self.json({"lease": None if held is None else held.to_json()})
+
     class RecordView(View):
         async def post(self, request: Request) -> Response:
             try:
@@ -213,6 +231,7 @@ def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) ->
             return self.json(answer)
 
     app.page("/projections/prepare")(PrepareView)
+    app.page("/projections/lease")(LeaseView)
     app.page("/projections/record")(RecordView)
     app.page("/projections/swap")(SwapView)
     app.page("/projections/versions")(VersionsView)

@@ -14,7 +14,9 @@ from projections.store import ClickHouseStore, SqlReader, arrow_type, is_embedde
 from rapport.settings import Settings
 from streams import versions
 from streams.eventlog import append_records
+from streams.replay import lease
 from streams.replay.interfaces import Progress, ReplayError, TableWriter
+from streams.replay.lease import Lease
 from streams.replay.rows import columns_of, encode_chunks, replay_topic
 
 INSERT_ROWS = 100_000
@@ -34,6 +36,9 @@ class DirectWriter:
         self.store.migrate()
         self.build = ""
         self._numbers: dict[str, int] = {}
+
+    def beat(self, version: int, build: str, holder: str, done: bool = False) -> Lease | None:
+        return lease.beat(self.store, self.database, version, build, holder, done)
 
     def prepare(self, version: int, build: str) -> None:
         self.build = build
@@ -114,6 +119,13 @@ class WorkerWriter:
         self.topic = replay_topic(settings)
         self.build = ""
         self._reader = WorkerQueryClient(settings.worker_url, timeout_s=120)
+
+    def beat(self, version: int, build: str, holder: str, done: bool = False) -> Lease | None:
+        answer = post_to_worker(
+            f"{self.url}/projections/lease",
+            {"version": version, "build": build, "holder": holder, "done": done},
+        )
+        return lease.from_json(answer.get("lease"))
 
     def prepare(self, version: int, build: str) -> None:
         self.build = build

@@ -40,7 +40,12 @@ from rapport.process import pid_alive, read_pid
 from rapport.settings import Settings
 from rapport.stack import Stack, settings_env
 from rapport.workspaces import WorkspaceRegistry
+from streams import versions
 from streams.eventlog import append_events
+from streams.kafka_admin import current_ends
+from streams.replay import lease
+from streams.replay.worker_state import changelog_topics
+from streams.replay.writers import post_to_worker
 from tests.integration.test_real_data import as_oracle_row
 from tests.oracle import FIELDS, compare, expected_relationships
 from tests.services import services_running
@@ -269,8 +274,22 @@ def test_collegemsg_replay_swap_and_policy_change(stack: Settings, tmp_path: Pat
     assert have == total, missing_by_source(reader, "interactions", sources)
     assert {r["policy_version"] for r in current.values()} == {"policy-v1"}
 
-    # A policy change in the workspace file, replayed into version 3 next to version 2.
+    # A policy change in the workspace file, replayed into version 3 next to version 2. While
+    # another replay holds version 3 (its claim through the worker), this one is refused.
     settings.workspaces.write_text(college_toml(POLICY_V2))
+    claim = {"version": 3, "build": "elsewhere", "holder": "other-host pid 4242"}
+    held = post_to_worker(f"{settings.worker_url}/projections/lease", claim)
+    assert held["lease"]["build"] == "elsewhere"
+    refused = subprocess.run(
+        [sys.executable, "-m", "rapport", "replay", "--to-version", "3"],
+        capture_output=True, text=True, env=settings_env(settings), timeout=300, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "another replay is building version 3: build elsewhere" in " ".join(
+        refused.stderr.split()
+    )
+    ended = post_to_worker(f"{settings.worker_url}/projections/lease", {**claim, "done": True})
+    assert ended["lease"] is None
     cli(settings, "replay", "--to-version", "3")
     v3 = table_rows(reader, "relationships_v3", "college")
     assert compare(v3, oracle(everything, policy=policy_for(POLICY_V2))) == []
@@ -435,6 +454,31 @@ def test_replay_without_a_worker_and_from_archives(
         assert compare(v2, want) == []
         assert table_rows(store, "relationships_v3", "college") == v2
         assert table_rows(store, "relationships_v4", "college") == v2
+        built = versions.build_of(store, "rapport", "relationships_v2")
+        # Another replay (another host) is building version 2 now: this one gives up before
+        # it drops or writes anything of it.
+        lease.beat(store, "rapport", 2, "elsewhere", "other-host pid 4242")
+    finally:
+        store.close()
+    state_topics = list(changelog_topics(versions.worker_id_for(settings.worker_id, 2)).values())
+    state_before = current_ends(settings, state_topics)
+    assert sum(state_before.values()) > 0  # version 2's worker state, written by its replay
+    status = " ".join(cli(settings, "replay", "--status").split())  # rich wraps long lines
+    assert "being built now: build elsewhere of version 2 by other-host pid 4242" in status
+    again = subprocess.run(
+        [sys.executable, "-m", "rapport", "replay", "--to-version", "2"],
+        capture_output=True, text=True, env=settings_env(settings), timeout=300, check=False,
+    )  # fmt: skip
+    assert again.returncode == 1, again.stdout + again.stderr
+    said = " ".join(again.stderr.split())
+    assert "another replay is building version 2: build elsewhere" in said
+    assert "by other-host pid 4242" in said
+    assert current_ends(settings, state_topics) == state_before  # not recreated, not written
+    store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_database)
+    try:
+        assert versions.build_of(store, "rapport", "relationships_v2") == built
+        assert table_rows(store, "relationships_v2", "college") == v2
+        lease.beat(store, "rapport", 2, "elsewhere", "other-host pid 4242", done=True)
     finally:
         store.close()
     refused = subprocess.run(

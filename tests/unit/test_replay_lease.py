@@ -1,0 +1,114 @@
+"""One build of a version at a time: the lease in real chdb, and the replay's claim on it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rapport.settings import Settings
+from streams.replay import lease
+from streams.replay.interfaces import NoProgress, ReplayError
+from streams.replay.lease import Claim, Lease, Renewing
+from streams.replay.writers import DirectWriter
+
+DB = "rapport"
+
+
+@pytest.fixture()
+def writer(tmp_path: Path) -> Iterator[DirectWriter]:
+    made = DirectWriter(Settings(home=tmp_path, clickhouse_url=f"chdb://{tmp_path / 'ch'}"))
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+class CountingWriter:
+    """A real DirectWriter whose beats are counted."""
+
+    def __init__(self, inner: DirectWriter) -> None:
+        self.inner = inner
+        self.beats: list[tuple[str, bool]] = []
+
+    def beat(self, version: int, build: str, holder: str, done: bool = False) -> Lease | None:
+        self.beats.append((build, done))
+        return self.inner.beat(version, build, holder, done)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_the_build_that_began_first_holds_the_version_until_it_ends(writer: DirectWriter) -> None:
+    store = writer.store
+    first = lease.beat(store, DB, 2, "a", "host-a pid 1")
+    assert first is not None and first.build == "a" and first.holder == "host-a pid 1"
+    assert lease.beat(store, DB, 2, "b", "host-b pid 2").build == "a"  # type: ignore[union-attr]
+    assert lease.beat(store, DB, 3, "c", "host-c pid 3").build == "c"  # type: ignore[union-attr]
+    assert lease.beat(store, DB, 2, "a", "host-a pid 1").build == "a"  # type: ignore[union-attr]
+    assert [(held.version, held.build) for held in lease.builds(store, DB)] == [
+        (2, "a"),
+        (2, "b"),
+        (3, "c"),
+    ]
+    assert lease.beat(store, DB, 2, "a", "host-a pid 1", done=True).build == "b"  # type: ignore[union-attr]
+    assert lease.beat(store, DB, 2, "b", "host-b pid 2", done=True) is None
+
+
+def test_a_build_without_a_recent_beat_is_taken_for_dead(writer: DirectWriter) -> None:
+    store = writer.store
+    assert lease.beat(store, DB, 2, "dead", "lost host pid 9").build == "dead"  # type: ignore[union-attr]
+    time.sleep(0.6)
+    held = lease.beat(store, DB, 2, "next", "host pid 1", stale_s=0.5)
+    assert held is not None and held.build == "next"
+    assert lease.builds(store, DB, stale_s=60)[0].build == "dead"  # still live with a longer window
+
+
+def test_a_refused_claim_names_the_holder_and_stands_in_nobodys_way(
+    writer: DirectWriter,
+) -> None:
+    running = Claim(writer, 4, "running")
+    with pytest.raises(ReplayError) as refused:
+        Claim(writer, 4, "second")
+    message = str(refused.value)
+    assert "another replay is building version 4" in message
+    assert "build running" in message and running.holder in message
+    assert "--to-version 5" in message
+    running.end()
+    third = Claim(writer, 4, "third")  # the refused "second" claimed nothing
+    assert [held.build for held in lease.builds(writer.store, DB)] == ["third"]
+    third.end()
+    assert lease.builds(writer.store, DB) == []
+
+
+def test_a_claim_renews_as_the_replay_goes_and_fails_once_another_build_holds_it(
+    writer: DirectWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counting = CountingWriter(writer)
+    claim = Claim(counting, 2, "mine")  # type: ignore[arg-type]
+    progress = Renewing(NoProgress(), claim)
+    for _ in range(50):
+        progress.advance(1)
+    assert counting.beats == [("mine", False)]  # nothing more within BEAT_S
+    monkeypatch.setattr(lease, "BEAT_S", 0.0)
+    progress.phase("writing", 10)
+    progress.advance(1)
+    assert counting.beats == [("mine", False)] * 3
+    # Another host took the version over (this one went without beats for too long).
+    lease.beat(writer.store, DB, 2, "mine", claim.holder, done=True)
+    lease.beat(writer.store, DB, 2, "theirs", "other host pid 7")
+    with pytest.raises(ReplayError, match=r"no longer holds version 2.*build theirs"):
+        progress.advance(1)
+
+
+def test_ending_a_claim_that_cannot_be_written_says_so(
+    writer: DirectWriter, caplog: pytest.LogCaptureFixture
+) -> None:
+    claim = Claim(writer, 2, "mine")
+    writer.close()  # ClickHouse gone: the end cannot be written, the claim lapses instead
+    with caplog.at_level("WARNING", logger="rapport.replay"):
+        claim.end()
+    assert "could not end the claim of build mine on version 2" in caplog.text
