@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from projections.store import ClickHouseStore
 from rapport.settings import Settings
 from streams import versions
 from streams.kafka_admin import commit_offsets, committed, current_ends, group_state
-from streams.replay.interfaces import NoProgress, Progress, ReplayError
+from streams.replay import lease
+from streams.replay.interfaces import Beats, NoProgress, Progress, ReplayError
+from streams.replay.lease import Claim, Lease
 from streams.replay.rows import replay_topic
-from streams.replay.writers import post_to_worker, worker_answers
+from streams.replay.writers import WorkerWriter, post_to_worker, worker_answers
+
+if TYPE_CHECKING:
+    from rapport.stack import Stack
 
 
 def _history(settings: Settings) -> list[dict[str, Any]]:
@@ -92,9 +98,25 @@ class Activation:
     seconds: float
 
 
+class _DirectBeats:
+    """The lease in ClickHouse opened here for each beat (no worker owns the engine)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def beat(self, version: int, build: str, holder: str, done: bool = False) -> Lease | None:
+        store = ClickHouseStore(self.settings.clickhouse_url, self.settings.clickhouse_database)
+        try:
+            store.migrate()  # a fresh embedded directory has no database yet
+            return lease.beat(
+                store, self.settings.clickhouse_database, version, build, holder, done
+            )
+        finally:
+            store.close()
+
+
 def activate(settings: Settings, version: int, progress: Progress | None = None) -> Activation:
     """Make `version` the one readers see and the worker runs (docs/replay.md, "swap")."""
-    from rapport.process import stop_pid_file
     from rapport.stack import Stack
 
     progress = progress or NoProgress()
@@ -106,6 +128,25 @@ def activate(settings: Settings, version: int, progress: Progress | None = None)
             f"a worker answers at {settings.worker_url} but was not started by `rapport up`: "
             f"stop it, run this again, then start it with RAPPORT_PROJECTION_VERSION={version}"
         )
+    # Held while it runs: a replay of this version must not drop the tables it exchanges.
+    beats: Beats = WorkerWriter(settings) if managed else _DirectBeats(settings)
+    claim = Claim(beats, version, f"{lease.ACTIVATION}{uuid.uuid4().hex[:8]}")
+    try:
+        return _activate(settings, version, progress, stack, managed, started)
+    finally:
+        claim.end()  # through the worker of the new version, when it runs one
+
+
+def _activate(
+    settings: Settings,
+    version: int,
+    progress: Progress,
+    stack: Stack,
+    managed: bool,
+    started: float,
+) -> Activation:
+    from rapport.process import stop_pid_file
+
     check_activatable(settings, version)
     previous = versions.active_version(settings)
     new_group = versions.worker_id_for(settings.worker_id, version)

@@ -33,13 +33,17 @@ class NoProgress:
         pass
 
 
-class TableWriter(Protocol):
-    """Where a version's rows go: ClickHouse directly, or the worker that owns the engine."""
+class Beats(Protocol):
+    """Where a build's lease on its version is kept (`streams.replay.lease`)."""
 
     def beat(self, version: int, build: str, holder: str, done: bool = False) -> Lease | None:
         """Claim, renew or (done) end `build`'s lease on `version`; the build that holds it
         (`streams.replay.lease.beat`)."""
         ...
+
+
+class TableWriter(Beats, Protocol):
+    """Where a version's rows go: ClickHouse directly, or the worker that owns the engine."""
 
     def prepare(self, version: int, build: str) -> None: ...
 

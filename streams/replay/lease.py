@@ -10,6 +10,10 @@ the version; the others give up before they touch anything. The beats carry the 
 after a later claim is seen by that claim. A replay that dies without finishing (kill -9, a lost
 host) holds the version until its last beat is `STALE_S` old.
 
+An activation holds the version it activates the same way (a "build" named `activation-...`),
+so a replay cannot drop the tables the activation is about to exchange, and an activation
+waits for the replay of its version to finish.
+
 Beats are rows (plain MergeTree, kept a week): the live builds are an aggregate over them.
 """
 
@@ -24,13 +28,14 @@ from datetime import datetime
 from typing import Any
 
 from projections.store import ClickHouseStore, SqlReader
-from streams.replay.interfaces import Progress, ReplayError, TableWriter
+from streams.replay.interfaces import Beats, Progress, ReplayError
 
 log = logging.getLogger("rapport.replay")
 
 TABLE = "projection_builds"
 STALE_S = 120.0  # a build without a beat this long is taken for dead
 BEAT_S = 10.0  # how often a running replay renews its claim
+ACTIVATION = "activation-"  # the prefix of an activation's "build"
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,14 @@ class Lease:
             "beat_at": self.beat_at.isoformat(),
         }
 
+    @property
+    def activation(self) -> bool:
+        return self.build.startswith(ACTIVATION)
+
     def describe(self) -> str:
+        what = "the activation" if self.activation else "build"
         return (
-            f"build {self.build} of version {self.version} by {self.holder}, running since "
+            f"{what} {self.build} of version {self.version} by {self.holder}, running since "
             f"{self.started_at:%Y-%m-%d %H:%M:%S} UTC (last beat {self.beat_at:%H:%M:%S})"
         )
 
@@ -142,22 +152,29 @@ def _utc(value: Any) -> datetime:
 
 
 class Claim:
-    """This replay's hold on its version: claimed before anything of the version is dropped,
-    renewed while the replay reports progress (`Renewing`), ended when the replay stops."""
+    """A replay's (or an activation's) hold on its version: claimed before anything of the
+    version is dropped, renewed while the replay reports progress (`Renewing`), ended when it
+    stops."""
 
-    def __init__(self, writer: TableWriter, version: int, build: str) -> None:
+    def __init__(self, writer: Beats, version: int, build: str) -> None:
         self.writer, self.version, self.build = writer, version, build
         self.holder = f"{socket.gethostname()} pid {os.getpid()}"
         self._last = time.monotonic()
         held = writer.beat(version, build, self.holder)
         if held is None or held.build != build:
-            refusal = ReplayError(
-                f"another replay is building version {version}: "
-                + (held.describe() if held else "it finished meanwhile")
-                + f". Wait for it, or build another version (--to-version {version + 1})"
+            if held is None:
+                said = f"version {version} was taken and let go meanwhile"
+            elif held.activation:
+                said = f"version {version} is being activated: {held.describe()}"
+            else:
+                said = f"another replay is building version {version}: {held.describe()}"
+            advice = (
+                "Wait for it to finish, then activate"
+                if build.startswith(ACTIVATION)
+                else f"Wait for it, or build another version (--to-version {version + 1})"
             )
-            self.end()  # a refused claim must not stand in the next replay's way
-            raise refusal
+            self.end()  # a refused claim must not stand in the next one's way
+            raise ReplayError(f"{said}. {advice}")
 
     def renew(self) -> None:
         """A beat, at most every BEAT_S; raises when another build holds the version now."""

@@ -474,6 +474,13 @@ def test_replay_without_a_worker_and_from_archives(
     assert "another replay is building version 2: build elsewhere" in said
     assert "by other-host pid 4242" in said
     assert current_ends(settings, state_topics) == state_before  # not recreated, not written
+    activating = subprocess.run(
+        [sys.executable, "-m", "rapport", "replay", "--activate", "2"],
+        capture_output=True, text=True, env=settings_env(settings), timeout=120, check=False,
+    )  # fmt: skip
+    assert activating.returncode == 1, activating.stdout + activating.stderr
+    said = " ".join(activating.stderr.split())
+    assert "another replay is building version 2" in said and "then activate" in said
     store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_database)
     try:
         assert versions.build_of(store, "rapport", "relationships_v2") == built
@@ -489,7 +496,9 @@ def test_replay_without_a_worker_and_from_archives(
     cli(settings, "replay", "--activate", "2")
     rows = json.loads(cli(settings, "relationships", "--workspace", "college", "--format", "json"))
     assert {r["contact_id"] for r in rows} == set(want)
-    assert "the worker runs version 2" in cli(settings, "replay", "--status")
+    status = cli(settings, "replay", "--status")
+    assert "the worker runs version 2" in status
+    assert "being built now" not in status  # the activation let version 2 go when it ended
 
 
 def _college(limit: int) -> list[Interaction]:

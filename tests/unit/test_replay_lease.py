@@ -112,3 +112,22 @@ def test_ending_a_claim_that_cannot_be_written_says_so(
     with caplog.at_level("WARNING", logger="rapport.replay"):
         claim.end()
     assert "could not end the claim of build mine on version 2" in caplog.text
+
+
+def test_an_activation_and_a_replay_of_one_version_wait_for_each_other(
+    writer: DirectWriter,
+) -> None:
+    building = Claim(writer, 3, "abc123")
+    with pytest.raises(ReplayError) as waits:
+        Claim(writer, 3, f"{lease.ACTIVATION}1")
+    assert "another replay is building version 3: build abc123" in str(waits.value)
+    assert "Wait for it to finish, then activate" in str(waits.value)
+    building.end()
+    activating = Claim(writer, 3, f"{lease.ACTIVATION}2")
+    with pytest.raises(ReplayError) as refused:
+        Claim(writer, 3, "def456")
+    said = str(refused.value)
+    assert "version 3 is being activated: the activation activation-2 of version 3" in said
+    assert "build another version (--to-version 4)" in said
+    activating.end()
+    assert lease.builds(writer.store, DB) == []
