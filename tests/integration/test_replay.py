@@ -83,8 +83,8 @@ def _toml(policy: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cli(settings: Settings, *args: str, timeout: float = 300) -> str:
-    done = subprocess.run(
+def _rapport(settings: Settings, args: tuple[str, ...], timeout: float) -> Any:
+    return subprocess.run(
         [sys.executable, "-m", "rapport", *args],
         capture_output=True,
         text=True,
@@ -92,8 +92,19 @@ def cli(settings: Settings, *args: str, timeout: float = 300) -> str:
         timeout=timeout,
         check=False,
     )
+
+
+def cli(settings: Settings, *args: str, timeout: float = 300) -> str:
+    done = _rapport(settings, args, timeout)
     assert done.returncode == 0, f"rapport {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def cli_refused(settings: Settings, *args: str, timeout: float = 300) -> str:
+    """`rapport *args` when it must fail with exit code 1: its error, lines unwrapped."""
+    done = _rapport(settings, args, timeout)
+    assert done.returncode == 1, f"rapport {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return " ".join(done.stderr.split())  # rich wraps long lines
 
 
 def table_rows(reader: SqlReader, table: str, workspace: str) -> dict[str, dict[str, Any]]:
@@ -280,14 +291,8 @@ def test_collegemsg_replay_swap_and_policy_change(stack: Settings, tmp_path: Pat
     claim = {"version": 3, "build": "elsewhere", "holder": "other-host pid 4242"}
     held = post_to_worker(f"{settings.worker_url}/projections/lease", claim)
     assert held["lease"]["build"] == "elsewhere"
-    refused = subprocess.run(
-        [sys.executable, "-m", "rapport", "replay", "--to-version", "3"],
-        capture_output=True, text=True, env=settings_env(settings), timeout=300, check=False,
-    )  # fmt: skip
-    assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert "another replay is building version 3: build elsewhere" in " ".join(
-        refused.stderr.split()
-    )
+    refused = cli_refused(settings, "replay", "--to-version", "3")
+    assert "another replay is building version 3: build elsewhere" in refused
     ended = post_to_worker(f"{settings.worker_url}/projections/lease", {**claim, "done": True})
     assert ended["lease"] is None
     cli(settings, "replay", "--to-version", "3")
@@ -465,21 +470,11 @@ def test_replay_without_a_worker_and_from_archives(
     assert sum(state_before.values()) > 0  # version 2's worker state, written by its replay
     status = " ".join(cli(settings, "replay", "--status").split())  # rich wraps long lines
     assert "being built now: build elsewhere of version 2 by other-host pid 4242" in status
-    again = subprocess.run(
-        [sys.executable, "-m", "rapport", "replay", "--to-version", "2"],
-        capture_output=True, text=True, env=settings_env(settings), timeout=300, check=False,
-    )  # fmt: skip
-    assert again.returncode == 1, again.stdout + again.stderr
-    said = " ".join(again.stderr.split())
+    said = cli_refused(settings, "replay", "--to-version", "2")
     assert "another replay is building version 2: build elsewhere" in said
     assert "by other-host pid 4242" in said
     assert current_ends(settings, state_topics) == state_before  # not recreated, not written
-    activating = subprocess.run(
-        [sys.executable, "-m", "rapport", "replay", "--activate", "2"],
-        capture_output=True, text=True, env=settings_env(settings), timeout=120, check=False,
-    )  # fmt: skip
-    assert activating.returncode == 1, activating.stdout + activating.stderr
-    said = " ".join(activating.stderr.split())
+    said = cli_refused(settings, "replay", "--activate", "2")
     assert "another replay is building version 2" in said and "then activate" in said
     store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_database)
     try:
@@ -488,11 +483,7 @@ def test_replay_without_a_worker_and_from_archives(
         lease.beat(store, "rapport", 2, "elsewhere", "other-host pid 4242", done=True)
     finally:
         store.close()
-    refused = subprocess.run(
-        [sys.executable, "-m", "rapport", "replay", "--activate", "3"],
-        capture_output=True, text=True, env=settings_env(settings), timeout=120, check=False,
-    )  # fmt: skip
-    assert refused.returncode == 1 and "cannot be activated" in refused.stderr
+    assert "cannot be activated" in cli_refused(settings, "replay", "--activate", "3")
     cli(settings, "replay", "--activate", "2")
     rows = json.loads(cli(settings, "relationships", "--workspace", "college", "--format", "json"))
     assert {r["contact_id"] for r in rows} == set(want)
