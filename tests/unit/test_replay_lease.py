@@ -131,3 +131,46 @@ def test_an_activation_and_a_replay_of_one_version_wait_for_each_other(
     assert "build another version (--to-version 4)" in said
     activating.end()
     assert lease.builds(writer.store, DB) == []
+
+
+def test_a_replay_whose_shard_fails_says_why_stops_its_shards_and_lets_the_version_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard's reader fails (the broker went away mid-read): the replay stops with the
+    shard's error, no shard is left running, and its claim on the version is ended."""
+    import multiprocessing
+
+    import streams.replay.build as build_module
+    import streams.replay.shards as shards_module
+    from events.models import dump_event
+    from rapport.workspaces import WorkspaceRegistry
+    from streams.archive import Snapshot
+    from tests.datasets import collegemsg_interactions
+
+    log = [dump_event(e) for e in collegemsg_interactions({"9", "12"}, limit=400)]
+    snapshot = Snapshot("rapport.events", {0: len(log), 1: 10})
+
+    def reading(settings: Any, share: Snapshot, handle: Any) -> int:
+        if 1 in share.ends:
+            raise ConnectionError("the broker went away mid-read")
+        handle([(None, value) for value in log])
+        return len(log)
+
+    monkeypatch.setattr(build_module, "take_snapshot", lambda settings: snapshot)
+    monkeypatch.setattr(build_module, "fold_parallelism", lambda: 2)
+    monkeypatch.setattr(shards_module, "read_log", reading)
+    settings = Settings(home=tmp_path, clickhouse_url=f"chdb://{tmp_path / 'ch'}")
+    # one workspace: an inspection build, so no worker state (no broker needed here)
+    with pytest.raises(ReplayError, match=r"(?s)replay shard \d failed:.*went away mid-read"):
+        build_module.replay(settings, WorkspaceRegistry(), 2, workspaces=["college"])
+    assert multiprocessing.active_children() == []
+    writer = DirectWriter(settings)
+    try:
+        beats = writer.store.query(
+            f"SELECT count(), sum(done) FROM {DB}.{lease.TABLE} WHERE version = 2"
+        ).rows[0]
+        assert tuple(int(v) for v in beats) == (2, 1)  # claimed, then ended
+        assert lease.builds(writer.store, DB) == []
+        assert lease.beat(writer.store, DB, 2, "next", "host pid 1").build == "next"  # type: ignore[union-attr]
+    finally:
+        writer.close()
