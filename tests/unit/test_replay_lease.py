@@ -174,3 +174,45 @@ def test_a_replay_whose_shard_fails_says_why_stops_its_shards_and_lets_the_versi
         assert lease.beat(writer.store, DB, 2, "next", "host pid 1").build == "next"  # type: ignore[union-attr]
     finally:
         writer.close()
+
+
+def test_shards_that_overlap_hand_the_version_to_the_replay_in_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same events in two partitions (the partition count changed): the sharded replay
+    ends its claim and the one-process replay claims the version again, as a build of its
+    own, and builds it."""
+    import streams.replay.build as build_module
+    import streams.replay.shards as shards_module
+    from events.models import dump_event
+    from rapport.workspaces import WorkspaceRegistry
+    from streams.archive import Snapshot
+    from tests.datasets import collegemsg_interactions
+
+    log = [dump_event(e) for e in collegemsg_interactions({"9", "12"}, limit=400)]
+    snapshot = Snapshot("rapport.events", {0: len(log), 1: len(log)})
+
+    def reading(settings: Any, share: Snapshot, handle: Any) -> int:
+        for _ in share.ends:
+            handle([(None, value) for value in log])
+        return len(log) * len(share.ends)
+
+    monkeypatch.setattr(build_module, "take_snapshot", lambda settings: snapshot)
+    monkeypatch.setattr(build_module, "fold_parallelism", lambda: 2)
+    monkeypatch.setattr(shards_module, "read_log", reading)
+    monkeypatch.setattr(build_module, "read_log", reading)
+    settings = Settings(home=tmp_path, clickhouse_url=f"chdb://{tmp_path / 'ch'}")
+    result = build_module.replay(settings, WorkspaceRegistry(), 2, workspaces=["college"])
+    assert result.duplicates == len(log) and result.relationships > 0
+    writer = DirectWriter(settings)
+    try:
+        claims = writer.store.query(
+            f"SELECT build, max(done) FROM {DB}.{lease.TABLE} WHERE version = 2 GROUP BY build"
+        ).rows
+        assert len(claims) == 2 and all(int(done) == 1 for _, done in claims)
+        assert result.build in {str(build) for build, _ in claims}
+        assert lease.builds(writer.store, DB) == []
+        count = writer.store.query(f"SELECT count() FROM {DB}.relationships_v2 FINAL").rows
+        assert int(count[0][0]) == result.relationships
+    finally:
+        writer.close()
