@@ -143,6 +143,7 @@ def _replay(
             writer = writer_for(settings)
             claim = Claim(writer, version, build)
             progress = Renewing(outer, claim)
+            renew = claim.renew
             if not workspaces:
                 preparing = _Background(prepare_worker_state, settings, version)
             writer.prepare(version, build)
@@ -150,7 +151,9 @@ def _replay(
             # The shards produce their relationships' table records themselves, once the
             # worker state's topics exist (made while they read).
             making_topics, preparing = preparing, None
-            topic = None if making_topics is None else making_topics.result()[1]["relationships"]
+            topic = (
+                None if making_topics is None else making_topics.result(renew)[1]["relationships"]
+            )
             try:
                 sink = writer
                 outcome, count = shards.run(
@@ -236,6 +239,10 @@ def _write(
     claim: Claim | None = None
     seeded = snapshot is not None and not workspaces
     seeding: _Background | None = None
+
+    def tick() -> None:  # while it waits: the progress renews the claim on the version
+        progress.advance(0)
+
     try:
         if writer is None:
             writer = writer_for(settings)
@@ -269,6 +276,7 @@ def _write(
             settings.clickhouse_database,
             {rel_table: outcome.relationships, int_table: interactions},
             timeout_s,
+            tick,
         )
         detail: dict[str, Any] = {
             "build": build,
@@ -286,7 +294,7 @@ def _write(
             remaining = len(outcome.changelog) + len(outcome.identities)
             progress.phase("worker state", produced + remaining)
             progress.advance(produced)
-            detail.update(seeding.result())
+            detail.update(seeding.result(tick))
             progress.advance(remaining)
             seeding = None
         writer.record(version, "built", versions.worker_id_for(settings.worker_id, version), detail)
@@ -337,8 +345,14 @@ class _Background:
         self._thread = threading.Thread(target=run, name="rapport-replay-state", daemon=True)
         self._thread.start()
 
-    def result(self) -> Any:
-        self._thread.join()
+    def result(self, tick: Callable[[], None] | None = None) -> Any:
+        """Its value, once it ends; `tick` is called about every second meanwhile (a long
+        wait must not let the replay's claim on its version lapse)."""
+        self._thread.join(None if tick is None else 1.0)
+        while self._thread.is_alive():
+            assert tick is not None
+            tick()
+            self._thread.join(1.0)
         if "error" in self._out:
             raise self._out["error"]
         return self._out.get("value")

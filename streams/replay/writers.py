@@ -7,7 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from projections.store import ClickHouseStore, SqlReader, arrow_type, is_embedded
@@ -213,9 +213,14 @@ def writer_for(settings: Settings) -> TableWriter:
 
 
 def wait_for_rows(
-    reader: SqlReader, database: str, expected: dict[str, int], timeout_s: float
+    reader: SqlReader,
+    database: str,
+    expected: dict[str, int],
+    timeout_s: float,
+    tick: Callable[[], None] | None = None,
 ) -> dict[str, int]:
-    """Poll the tables until each has its expected row count (FINAL); returns the counts."""
+    """Poll the tables until each has its expected row count (FINAL); returns the counts.
+    `tick` is called between polls."""
     deadline = time.monotonic() + timeout_s
     have: dict[str, int] = {}
     while True:
@@ -228,4 +233,6 @@ def wait_for_rows(
             return have
         if time.monotonic() > deadline:
             raise ReplayError(f"ClickHouse has {have} rows, expected {expected}")
+        if tick is not None:
+            tick()
         time.sleep(0.5)

@@ -216,3 +216,23 @@ def test_shards_that_overlap_hand_the_version_to_the_replay_in_one_process(
         assert int(count[0][0]) == result.relationships
     finally:
         writer.close()
+
+
+def test_a_long_wait_in_the_background_keeps_renewing_and_stops_when_the_claim_is_lost() -> None:
+    """The replay waits for its worker state (a thread) without progress: the wait itself
+    renews the claim about every second, and a lost claim stops the wait."""
+    from streams.replay.build import _Background
+
+    ticks: list[float] = []
+    assert _Background(lambda: time.sleep(2.5) or "done").result(lambda: ticks.append(1)) == "done"
+    assert len(ticks) >= 2
+
+    def lost() -> None:
+        raise ReplayError("this replay no longer holds version 2")
+
+    slow = _Background(time.sleep, 3.0)
+    started = time.monotonic()
+    with pytest.raises(ReplayError, match="no longer holds"):
+        slow.result(lost)
+    assert time.monotonic() - started < 2.5
+    slow.result()  # joined: nothing left running
