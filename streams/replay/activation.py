@@ -104,13 +104,14 @@ class _DirectBeats:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def beat(self, version: int, build: str, holder: str, done: bool = False) -> Lease | None:
-        store = ClickHouseStore(self.settings.clickhouse_url, self.settings.clickhouse_database)
+    def beat(
+        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = 120.0
+    ) -> Lease | None:
+        database = self.settings.clickhouse_database
+        store = ClickHouseStore(self.settings.clickhouse_url, database)
         try:
             store.migrate()  # a fresh embedded directory has no database yet
-            return lease.beat(
-                store, self.settings.clickhouse_database, version, build, holder, done
-            )
+            return lease.beat(store, database, version, build, holder, done, lapse_s)
         finally:
             store.close()
 
@@ -130,7 +131,7 @@ def activate(settings: Settings, version: int, progress: Progress | None = None)
         )
     # Held while it runs: a replay of this version must not drop the tables it exchanges.
     beats: Beats = WorkerWriter(settings) if managed else _DirectBeats(settings)
-    claim = Claim(beats, version, f"{lease.ACTIVATION}{uuid.uuid4().hex[:8]}")
+    claim = Claim(beats, version, f"{lease.ACTIVATION}{uuid.uuid4().hex[:8]}", lease.ACTIVATION_S)
     try:
         return _activate(settings, version, progress, stack, managed, started)
     finally:

@@ -36,9 +36,11 @@ class NoProgress:
 class Beats(Protocol):
     """Where a build's lease on its version is kept (`streams.replay.lease`)."""
 
-    def beat(self, version: int, build: str, holder: str, done: bool = False) -> Lease | None:
-        """Claim, renew or (done) end `build`'s lease on `version`; the build that holds it
-        (`streams.replay.lease.beat`)."""
+    def beat(
+        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = 120.0
+    ) -> Lease | None:
+        """Claim, renew or (done) end `build`'s lease on `version`, held `lapse_s` without
+        another beat; the build that holds it (`streams.replay.lease.beat`)."""
         ...
 
 

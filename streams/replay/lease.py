@@ -4,7 +4,8 @@ A replay drops and recreates its version's tables and changelog topics before it
 Two replays of one version at once (two operators, a retried job, two `rapport replay` picking
 the same next version) would each destroy what the other wrote, and the worker state could end
 up mixed from both. So a replay first claims its version: it adds a beat, then reads every live
-build of that version (not finished, a beat within `STALE_S`). The build that began first holds
+build of that version (not finished, its last beat younger than the lapse that beat gave:
+`STALE_S` for a replay, which renews its claim every `BEAT_S`). The build that began first holds
 the version; the others give up before they touch anything. The beats carry the server's clock
 (`now64`), so hosts whose clocks disagree still agree on who began first, and a beat that comes
 after a later claim is seen by that claim. A replay that dies without finishing (kill -9, a lost
@@ -12,7 +13,9 @@ host) holds the version until its last beat is `STALE_S` old.
 
 An activation holds the version it activates the same way (a "build" named `activation-...`),
 so a replay cannot drop the tables the activation is about to exchange, and an activation
-waits for the replay of its version to finish.
+waits for the replay of its version to finish. It cannot renew its claim while the worker
+restarts (nothing owns the embedded engine then), so its one beat holds for `ACTIVATION_S`,
+longer than an activation may take.
 
 Beats are rows (plain MergeTree, kept a week): the live builds are an aggregate over them.
 """
@@ -36,6 +39,7 @@ TABLE = "projection_builds"
 STALE_S = 120.0  # a build without a beat this long is taken for dead
 BEAT_S = 10.0  # how often a running replay renews its claim
 ACTIVATION = "activation-"  # the prefix of an activation's "build"
+ACTIVATION_S = 600.0  # an activation's claim: the worker's stop (60 s) and swap (300 s) and more
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ def ensure_table(store: ClickHouseStore, database: str) -> None:
             build String,
             holder String,
             done UInt8,
+            lapse_ms UInt32,
             beat_at DateTime64(3, 'UTC') DEFAULT now64(3)
         ) ENGINE = MergeTree
         ORDER BY (version, build, beat_at)
@@ -93,22 +98,22 @@ def beat(
     build: str,
     holder: str,
     done: bool = False,
-    stale_s: float = STALE_S,
+    lapse_s: float = STALE_S,
 ) -> Lease | None:
-    """Add a beat of `build` (its claim, a renewal, or with `done` its end) and return the
-    build that holds `version` now (None when no build is live)."""
+    """Add a beat of `build` (its claim, a renewal, or with `done` its end), which holds for
+    `lapse_s` without another, and return the build that holds `version` now (None when no
+    build is live)."""
     ensure_table(store, database)
     store.command(
-        f"INSERT INTO {database}.{TABLE} (version, build, holder, done) "
-        f"VALUES ({int(version)}, {_quoted(build)}, {_quoted(holder)}, {int(done)})"
+        f"INSERT INTO {database}.{TABLE} (version, build, holder, done, lapse_ms) "
+        f"VALUES ({int(version)}, {_quoted(build)}, {_quoted(holder)}, {int(done)}, "
+        f"{int(lapse_s * 1000)})"
     )
-    live = builds(store, database, stale_s, version)
+    live = builds(store, database, version)
     return live[0] if live else None
 
 
-def builds(
-    reader: SqlReader, database: str, stale_s: float = STALE_S, version: int | None = None
-) -> list[Lease]:
+def builds(reader: SqlReader, database: str, version: int | None = None) -> list[Lease]:
     """The live builds (of `version`, or of every version), the one that began first first."""
     exists = reader.query(f"EXISTS TABLE {database}.{TABLE}").rows
     if not exists or not int(exists[0][0]):
@@ -119,7 +124,8 @@ def builds(
         SELECT version, build, any(holder), min(beat_at) AS started, max(beat_at) AS last
         FROM {database}.{TABLE} {where}
         GROUP BY version, build
-        HAVING max(done) = 0 AND last > now64(3) - toIntervalMillisecond({int(stale_s * 1000)})
+        HAVING max(done) = 0
+            AND last + toIntervalMillisecond(argMax(lapse_ms, beat_at)) > now64(3)
         ORDER BY version, started, build
         """
     ).rows
@@ -156,11 +162,11 @@ class Claim:
     version is dropped, renewed while the replay reports progress (`Renewing`), ended when it
     stops."""
 
-    def __init__(self, writer: Beats, version: int, build: str) -> None:
-        self.writer, self.version, self.build = writer, version, build
+    def __init__(self, writer: Beats, version: int, build: str, lapse_s: float = STALE_S) -> None:
+        self.writer, self.version, self.build, self.lapse_s = writer, version, build, lapse_s
         self.holder = f"{socket.gethostname()} pid {os.getpid()}"
         self._last = time.monotonic()
-        held = writer.beat(version, build, self.holder)
+        held = writer.beat(version, build, self.holder, lapse_s=lapse_s)
         if held is None or held.build != build:
             if held is None:
                 said = f"version {version} was taken and let go meanwhile"
@@ -182,20 +188,20 @@ class Claim:
         if now - self._last < BEAT_S:
             return
         self._last = now
-        held = self.writer.beat(self.version, self.build, self.holder)
+        held = self.writer.beat(self.version, self.build, self.holder, lapse_s=self.lapse_s)
         if held is None or held.build != self.build:
             raise ReplayError(
                 f"this replay no longer holds version {self.version}: it went more than "
-                f"{STALE_S:.0f} s without a beat and "
+                f"{self.lapse_s:.0f} s without a beat and "
                 + (held.describe() if held else "its claim ended")
                 + "; replay again"
             )
 
     def end(self) -> None:
         """The build is over (done or failed): the version is free for the next one. If the
-        beat that says so cannot be written, the claim lapses after STALE_S instead."""
+        beat that says so cannot be written, the claim lapses instead."""
         try:
-            self.writer.beat(self.version, self.build, self.holder, done=True)
+            self.writer.beat(self.version, self.build, self.holder, True, self.lapse_s)
         except Exception as exc:
             log.warning(
                 "could not end the claim of build %s on version %s (%s): the next replay of "
@@ -203,7 +209,7 @@ class Claim:
                 self.build,
                 self.version,
                 exc,
-                STALE_S,
+                self.lapse_s,
             )
 
 

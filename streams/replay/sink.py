@@ -6,7 +6,7 @@ see `streams.replay.rows`), and this agent inserts them in batches through the w
 `ClickHouseSink` (retried until they land, offsets committed after). Small HTTP views do the rest:
 
     POST /projections/prepare {version, build}  empty relationships_vN / interactions_vN
-    POST /projections/lease {version, build, holder, done}  claim/renew/end a build's lease
+    POST /projections/lease {version, build, holder, done, lapse_s}  claim/renew/end a lease
     POST /projections/record {version, event, worker_id, detail}  log a build
     POST /projections/swap {version}  make this worker's own version the one readers see
     GET  /projections/versions  tables, their versions, and the build/activation log
@@ -167,11 +167,12 @@ def register_replay(app: faust.App, settings: Settings, sink: ClickHouseSink) ->
                 data = await payload(request)
                 version, build = int(data["version"]), str(data["build"])
                 holder, done = str(data["holder"]), bool(data.get("done", False))
+                lapse_s = float(data.get("lapse_s", lease.STALE_S))
             except (ValueError, KeyError, TypeError) as exc:
                 return self.json({"error": str(exc)}, status=400)
             try:
                 held = await on_store(
-                    lambda store: lease.beat(store, database, version, build, holder, done)
+                    lambda store: lease.beat(store, database, version, build, holder, done, lapse_s)
                 )
             except Exception as exc:  # ClickHouse away: the replay retries or gives up
                 return self.json({"error": f"{type(exc).__name__}: {exc}"}, status=503)

@@ -37,8 +37,10 @@ class DirectWriter:
         self.build = ""
         self._numbers: dict[str, int] = {}
 
-    def beat(self, version: int, build: str, holder: str, done: bool = False) -> Lease | None:
-        return lease.beat(self.store, self.database, version, build, holder, done)
+    def beat(
+        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = 120.0
+    ) -> Lease | None:
+        return lease.beat(self.store, self.database, version, build, holder, done, lapse_s)
 
     def prepare(self, version: int, build: str) -> None:
         self.build = build
@@ -120,11 +122,14 @@ class WorkerWriter:
         self.build = ""
         self._reader = WorkerQueryClient(settings.worker_url, timeout_s=120)
 
-    def beat(self, version: int, build: str, holder: str, done: bool = False) -> Lease | None:
+    def beat(
+        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = 120.0
+    ) -> Lease | None:
         answer = post_to_worker(
             f"{self.url}/projections/lease",
-            {"version": version, "build": build, "holder": holder, "done": done},
-        )
+            {"version": version, "build": build, "holder": holder, "done": done,
+             "lapse_s": lapse_s},
+        )  # fmt: skip
         return lease.from_json(answer.get("lease"))
 
     def prepare(self, version: int, build: str) -> None:

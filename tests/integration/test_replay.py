@@ -490,6 +490,15 @@ def test_replay_without_a_worker_and_from_archives(
     status = cli(settings, "replay", "--status")
     assert "the worker runs version 2" in status
     assert "being built now" not in status  # the activation let version 2 go when it ended
+    store = ClickHouseStore(settings.clickhouse_url, settings.clickhouse_database)
+    try:  # its one beat held for longer than a replay's: it cannot renew while it restarts
+        lapses = store.query(
+            f"SELECT DISTINCT lapse_ms FROM rapport.{lease.TABLE} "
+            f"WHERE startsWith(build, '{lease.ACTIVATION}')"
+        ).rows
+        assert [int(v) for (v,) in lapses] == [int(lease.ACTIVATION_S * 1000)]
+    finally:
+        store.close()
 
 
 def _college(limit: int) -> list[Interaction]:

@@ -34,9 +34,11 @@ class CountingWriter:
         self.inner = inner
         self.beats: list[tuple[str, bool]] = []
 
-    def beat(self, version: int, build: str, holder: str, done: bool = False) -> Lease | None:
+    def beat(
+        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = 120.0
+    ) -> Lease | None:
         self.beats.append((build, done))
-        return self.inner.beat(version, build, holder, done)
+        return self.inner.beat(version, build, holder, done, lapse_s)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -60,11 +62,13 @@ def test_the_build_that_began_first_holds_the_version_until_it_ends(writer: Dire
 
 def test_a_build_without_a_recent_beat_is_taken_for_dead(writer: DirectWriter) -> None:
     store = writer.store
-    assert lease.beat(store, DB, 2, "dead", "lost host pid 9").build == "dead"  # type: ignore[union-attr]
+    dead = lease.beat(store, DB, 2, "dead", "lost host pid 9", lapse_s=0.5)
+    assert dead is not None and dead.build == "dead"
+    assert lease.beat(store, DB, 3, "slow", "busy host pid 8", lapse_s=60).build == "slow"  # type: ignore[union-attr]
     time.sleep(0.6)
-    held = lease.beat(store, DB, 2, "next", "host pid 1", stale_s=0.5)
-    assert held is not None and held.build == "next"
-    assert lease.builds(store, DB, stale_s=60)[0].build == "dead"  # still live with a longer window
+    held = lease.beat(store, DB, 2, "next", "host pid 1")
+    assert held is not None and held.build == "next"  # "dead" gave 0.5 s, that went by
+    assert [held.build for held in lease.builds(store, DB, 3)] == ["slow"]  # it gave 60 s
 
 
 def test_a_refused_claim_names_the_holder_and_stands_in_nobodys_way(
@@ -88,7 +92,7 @@ def test_a_claim_renews_as_the_replay_goes_and_fails_once_another_build_holds_it
     writer: DirectWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counting = CountingWriter(writer)
-    claim = Claim(counting, 2, "mine")  # type: ignore[arg-type]
+    claim = Claim(counting, 2, "mine")
     progress = Renewing(NoProgress(), claim)
     for _ in range(50):
         progress.advance(1)
