@@ -14,7 +14,7 @@ from streams import versions
 from streams.kafka_admin import commit_offsets, committed, current_ends, group_state
 from streams.replay import lease
 from streams.replay.interfaces import Beats, NoProgress, Progress, ReplayError
-from streams.replay.lease import Claim, Lease
+from streams.replay.lease import STALE_S, Claim, Lease
 from streams.replay.rows import replay_topic
 from streams.replay.writers import WorkerWriter, post_to_worker, worker_answers
 
@@ -105,7 +105,7 @@ class _DirectBeats:
         self.settings = settings
 
     def beat(
-        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = 120.0
+        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = STALE_S
     ) -> Lease | None:
         database = self.settings.clickhouse_database
         store = ClickHouseStore(self.settings.clickhouse_url, database)

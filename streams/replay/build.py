@@ -349,8 +349,7 @@ class _Background:
         """Its value, once it ends; `tick` is called about every second meanwhile (a long
         wait must not let the replay's claim on its version lapse)."""
         self._thread.join(None if tick is None else 1.0)
-        while self._thread.is_alive():
-            assert tick is not None
+        while tick is not None and self._thread.is_alive():
             tick()
             self._thread.join(1.0)
         if "error" in self._out:

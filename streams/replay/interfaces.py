@@ -37,7 +37,7 @@ class Beats(Protocol):
     """Where a build's lease on its version is kept (`streams.replay.lease`)."""
 
     def beat(
-        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = 120.0
+        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = ...
     ) -> Lease | None:
         """Claim, renew or (done) end `build`'s lease on `version`, held `lapse_s` without
         another beat; the build that holds it (`streams.replay.lease.beat`)."""

@@ -109,7 +109,7 @@ def beat(
         f"VALUES ({int(version)}, {_quoted(build)}, {_quoted(holder)}, {int(done)}, "
         f"{int(lapse_s * 1000)})"
     )
-    live = builds(store, database, version)
+    live = _live(store, database, version)
     return live[0] if live else None
 
 
@@ -118,6 +118,10 @@ def builds(reader: SqlReader, database: str, version: int | None = None) -> list
     exists = reader.query(f"EXISTS TABLE {database}.{TABLE}").rows
     if not exists or not int(exists[0][0]):
         return []
+    return _live(reader, database, version)
+
+
+def _live(reader: SqlReader, database: str, version: int | None) -> list[Lease]:
     where = "" if version is None else f"WHERE version = {int(version)}"
     rows = reader.query(
         f"""

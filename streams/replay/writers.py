@@ -16,7 +16,7 @@ from streams import versions
 from streams.eventlog import append_records
 from streams.replay import lease
 from streams.replay.interfaces import Progress, ReplayError, TableWriter
-from streams.replay.lease import Lease
+from streams.replay.lease import STALE_S, Lease
 from streams.replay.rows import columns_of, encode_chunks, replay_topic
 
 INSERT_ROWS = 100_000
@@ -38,7 +38,7 @@ class DirectWriter:
         self._numbers: dict[str, int] = {}
 
     def beat(
-        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = 120.0
+        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = STALE_S
     ) -> Lease | None:
         return lease.beat(self.store, self.database, version, build, holder, done, lapse_s)
 
@@ -123,7 +123,7 @@ class WorkerWriter:
         self._reader = WorkerQueryClient(settings.worker_url, timeout_s=120)
 
     def beat(
-        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = 120.0
+        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = STALE_S
     ) -> Lease | None:
         answer = post_to_worker(
             f"{self.url}/projections/lease",

@@ -12,7 +12,7 @@ import pytest
 from rapport.settings import Settings
 from streams.replay import lease
 from streams.replay.interfaces import NoProgress, ReplayError
-from streams.replay.lease import Claim, Lease, Renewing
+from streams.replay.lease import STALE_S, Claim, Lease, Renewing
 from streams.replay.writers import DirectWriter
 
 DB = "rapport"
@@ -35,7 +35,7 @@ class CountingWriter:
         self.beats: list[tuple[str, bool]] = []
 
     def beat(
-        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = 120.0
+        self, version: int, build: str, holder: str, done: bool = False, lapse_s: float = STALE_S
     ) -> Lease | None:
         self.beats.append((build, done))
         return self.inner.beat(version, build, holder, done, lapse_s)
