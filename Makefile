@@ -9,11 +9,17 @@ TEST_HOME := .rapport-test
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/ensure-system-deps.sh
+# The replay's native decoder (native/, Rust) is built by cargo through maturin; rustup puts
+# cargo in ~/.cargo/bin, which a non-login shell may not have on its PATH.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+NATIVE := native/Cargo.toml native/Cargo.lock native/pyproject.toml native/src/lib.rs
+
+$(STAMP): pyproject.toml scripts/ensure-system-deps.sh $(NATIVE)
 	@scripts/ensure-system-deps.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q ./native
 	@touch $@
 
 demo: setup

@@ -19,6 +19,7 @@ Events: the real CollegeMsg messages as X DMs of a workspace owning the 20 most 
 repeated under several workspaces (as bench/bench_worker.py), only those with a contact.
 
     .venv/bin/python bench/bench_replay.py [--events 500000] [--replays N] [--warm-read]
+        [--alternate]
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from rapport.workspaces import WorkspaceRegistry
 from streams.archive import Snapshot, _scan, take_snapshot
 from streams.eventlog import append_records
 from streams.keys import event_key
+from streams.replay import native
 from streams.replay.build import replay
 from streams.replay.recalculation import fold_parallelism
 from streams.replay.writers import arrow_inserts
@@ -224,6 +226,12 @@ def main() -> None:
         action="store_true",
         help="read the whole log once before the replays (the broker's read path compiled)",
     )
+    parser.add_argument(
+        "--alternate",
+        action="store_true",
+        help="every other replay (the 2nd, 4th, ...) decodes with the Python decoder alone "
+        "(RAPPORT_REPLAY_NATIVE=false), the baseline of the native decoder in the same run",
+    )
     args = parser.parse_args()
     t = time.perf_counter()
     data = records(args.events)
@@ -286,6 +294,8 @@ def main() -> None:
             phases = Phases()
             threads_before = broker_threads(settings)
             cpu_before = cpu_seconds(settings)
+            python_only = args.alternate and n % 2 == 1
+            settings.replay_native = not python_only
             t = time.perf_counter()
             result = replay(settings, registry, 2 + n, progress=phases)
             seconds = time.perf_counter() - t
@@ -294,6 +304,10 @@ def main() -> None:
             load = os.getloadavg()
             phases._close()
             label = "replay" if n == 0 else f"replay {n + 1} (same process)"
+            decoder = "Python decoder alone" if python_only else "native decoder"
+            if native.module() is None:
+                decoder = "Python decoder alone: the native one is not built"
+            label += f", {decoder}"
             print(f"{label}: {rate(result.events, seconds)} end to end ({seconds:.1f} s)")
             for name, phase_seconds in phases.times:
                 print(f"  {name:<28} {phase_seconds:6.1f} s")

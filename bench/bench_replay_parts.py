@@ -3,7 +3,9 @@
 No broker and no ClickHouse: what one shard does with its share of the log, part by part (CPU
 seconds of this process, cyclic GC off as in the replay):
   decode:        `Recalculation.add` (decoding, the touch and the interaction row) per event,
-                 against msgspec decoding the same values into the same struct alone;
+                 against msgspec decoding the same values into the same struct alone; and a
+                 shard's decoding of each fetch with its rows to Arrow, the native decoder
+                 (`native/`) against the Python decoder alone (best of three alternated);
   rows to Arrow: `interaction_arrow` per row, one fetch (about 500 records) at a time as a shard
                  does, against 8,192 at a time (the best of three alternated rounds each: pyarrow's
                  first conversions cost more, and whichever size is timed first pays them);
@@ -63,6 +65,7 @@ from projections.relationship import (
     view_row,
 )
 from projections.tally import Run, Tally
+from streams.replay import native
 from streams.replay.arrow import (
     interaction_arrow,
     relationship_arrow,
@@ -213,6 +216,14 @@ def line(name: str, value: float, unit: str, base_name: str, base: float) -> Non
     print(f"{name:<34} {value:8.2f} {unit}   {base_name:<30} {base:8.2f} {unit}   {ratio:5.2f}x")
 
 
+def read_batches(batches: list[list[tuple[bytes | None, bytes]]], use_native: bool) -> None:
+    """What a shard does with each fetch: decode it (`add_records`), its rows to Arrow."""
+    calc = Recalculation(None, flat_rows=True, native_decoder=use_native)
+    for batch in batches:
+        calc.add_records(batch)
+        calc.take_arrow()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=250_000, help="one shard's share")
@@ -223,7 +234,7 @@ def main() -> None:
     gc.disable()
     us = 1e6 / n
 
-    calc = Recalculation(None, flat_rows=True)
+    calc = Recalculation(None, flat_rows=True, native_decoder=False)
     decode_all = cpu(lambda: [calc.add(v) for v in values])
     msgspec_only = cpu(lambda: [_DECODE(v) for v in values])
     print(f"{n:,} events, {'':<18} per event/row/touch      baseline (same run)")
@@ -237,6 +248,17 @@ def main() -> None:
 
     rows = calc.take_rows()
     interaction_arrow(rows[:10])  # imports pyarrow, as the replay does before it forks its shards
+    if native.module() is not None:
+        batches: list[list[tuple[bytes | None, bytes]]] = [
+            [(None, v) for v in values[i : i + FETCH]] for i in range(0, n, FETCH)
+        ]
+        fast = slow = float("inf")
+        for _ in range(3):  # alternated, the best of each
+            fast = min(fast, cpu(lambda: read_batches(batches, True)))
+            slow = min(slow, cpu(lambda: read_batches(batches, False)))
+        line("decode + Arrow, native decoder", fast * us, "us", "Python decoder", slow * us)
+    else:
+        print("decode + Arrow, native decoder: not built (make setup builds native/)")
     small = big = float("inf")
     for _ in range(3):  # alternated, the best of each: the order moves single runs by 20-50%
         small = min(

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         description="projection version the worker runs (docs/replay.md); 0: the one `rapport "
         "replay --swap` recorded under home, else 1",
     )
+    replay_native: bool = Field(
+        True,
+        description="replays decode the log with the native decoder (native/) where it is "
+        "built; false: with the Python decoder alone (the reference, about half as fast)",
+    )
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """repr/str with the ClickHouse DSN's password masked (`http://user:***@host`)."""

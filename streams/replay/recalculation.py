@@ -9,6 +9,7 @@ ClickHouse: the shards, the archive replay, the chaos checks and the tests all r
 from __future__ import annotations
 
 import os
+import sys
 from array import array
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from projections.relationship import (
 )
 from projections.tally import Touch
 from rapport.workspaces import WorkspaceRegistry
+from streams.replay import native
+from streams.replay.arrow import interaction_arrow
 from streams.replay.interfaces import NoProgress, Progress
 from streams.replay.rows import interaction_values_of, relationship_values
 
@@ -235,7 +238,12 @@ class Recalculation:
     count once, the first one read.
     """
 
-    def __init__(self, workspaces: Collection[str] | None = None, flat_rows: bool = False) -> None:
+    def __init__(
+        self,
+        workspaces: Collection[str] | None = None,
+        flat_rows: bool = False,
+        native_decoder: bool = True,
+    ) -> None:
         self.only = frozenset(workspaces) if workspaces else None
         # flat_rows: every interaction row goes into one list in read order (`take_rows`), its
         # contact_id the identity before links, instead of staying with its identity's touches.
@@ -243,21 +251,64 @@ class Recalculation:
         self._by_identity: dict[tuple[str, str | None], _Identity] = {}
         self._links: dict[tuple[str, str], tuple[tuple[int, str], str | None]] = {}
         self._seen: set[str] = set()
-        self.events = 0
-        self.interactions = 0
-        self.duplicates = 0
+        self._events = 0
+        self._interactions = 0
+        self._duplicates = 0
+        # The native decoder (if built and wanted) takes the current-version interactions of a
+        # flat-rows read (the shards') and hands the rest back to `add`; it then holds the
+        # seen ids of both.
+        self._native = (
+            native.decoder(Touch, _CONVERSATIONAL, self.only)
+            if flat_rows and native_decoder
+            else None
+        )
         self.links = 0
         self.other = 0
         self.invalid = 0
+
+    @property
+    def events(self) -> int:
+        return self._events + (self._native.events if self._native else 0)
+
+    @property
+    def interactions(self) -> int:
+        return self._interactions + (self._native.interactions if self._native else 0)
+
+    @property
+    def duplicates(self) -> int:
+        return self._duplicates + (self._native.duplicates if self._native else 0)
 
     def add_many(self, values: Iterable[bytes]) -> None:
         for value in values:
             self.add(value)
 
+    def add_records(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        """A batch of logged (key, value) records: `add` of each value, the native decoder
+        first where there is one."""
+        if self._native is not None:
+            index, count = 0, len(records)
+            while index < count:
+                index = self._native.add_records(records, index)
+                if index < count:  # one it does not take: here, in its place in the log
+                    self.add(records[index][1])
+                    index += 1
+            return
+        for _, value in records:
+            self.add(value)
+
+    def _first(self, event_id: str) -> bool:
+        """Whether the event is seen for the first time (it is from now on)."""
+        if self._native is not None:
+            return bool(self._native.first_seen(event_id))
+        if event_id in self._seen:
+            return False
+        self._seen.add(event_id)
+        return True
+
     def add(self, value: bytes) -> None:
         """One logged event (its JSON, any stored version); an unreadable one is counted in
         `invalid` and skipped (the live worker dead-letters it)."""
-        self.events += 1
+        self._events += 1
         try:
             doc = _DECODE(value)
         except msgspec.DecodeError:
@@ -282,11 +333,10 @@ class Recalculation:
         workspace, event_id = d.workspace, d.event_id
         if self.only is not None and workspace not in self.only:
             return
-        if event_id in self._seen:
-            self.duplicates += 1
+        if not self._first(event_id):
+            self._duplicates += 1
             return
-        self._seen.add(event_id)
-        self.interactions += 1
+        self._interactions += 1
         contact = d.contact
         if contact is not None and (d.direction == "inbound" or d.direction == "outbound"):
             identity = f"{contact.platform}:{contact.user_id}"
@@ -314,15 +364,31 @@ class Recalculation:
         self._flat.clear()
         return rows
 
+    def take_arrow(self) -> Any:
+        """The rows collected since the last call (flat_rows only) as one Arrow table
+        (`interaction_arrow`), or None."""
+        tables = []
+        if self._native is not None:
+            count, strings, numbers = self._native.take_rows()
+            if count:
+                tables.append(native.interaction_table(count, strings, numbers))
+        made = interaction_arrow(self.take_rows())
+        if made is not None:
+            tables.append(made)
+        if len(tables) < 2:
+            return tables[0] if tables else None
+        import pyarrow as pa
+
+        return pa.concat_tables(tables)
+
     def _interaction(self, event: Interaction) -> None:
         """An interaction that needed the full parser (an older stored version, upcast)."""
         if self.only is not None and event.workspace not in self.only:
             return
-        if event.event_id in self._seen:
-            self.duplicates += 1
+        if not self._first(event.event_id):
+            self._duplicates += 1
             return
-        self._seen.add(event.event_id)
-        self.interactions += 1
+        self._interactions += 1
         identity: str | None = None
         if event.contact is not None and event.direction.counts:
             identity = event.contact.key
@@ -357,11 +423,26 @@ class Recalculation:
             "links": self.links,
             "invalid": self.invalid,
             "link_orders": self._links,
-            "identities": [key for key in self._by_identity if key[1] is not None],
-            # Forked shards share the parent's string hash seed: equal ids, equal hashes.
-            "ids": array("q", map(hash, self._seen)),
-            "touches": sum(len(b.touches) for b in self._by_identity.values()),
+            "identities": list(
+                dict.fromkeys(
+                    [key for key in self._by_identity if key[1] is not None]
+                    + (self._native.identities() if self._native else [])
+                )
+            ),
+            "ids": self._id_hashes(),
+            "touches": sum(len(b.touches) for b in self._by_identity.values())
+            + (self._native.touches() if self._native else 0),
         }
+
+    def _id_hashes(self) -> array[int]:
+        if self._native is not None:  # it holds every id seen (`_first`)
+            ids = array("q")
+            ids.frombytes(self._native.id_hashes())
+            if sys.byteorder != "little":
+                ids.byteswap()
+            return ids
+        # Forked shards share the parent's string hash seed: equal ids, equal hashes.
+        return array("q", map(hash, self._seen))
 
     def assign(
         self, contacts: dict[tuple[str, str], str]
@@ -385,6 +466,10 @@ class Recalculation:
             if bucket.touches:
                 groups.setdefault((workspace, contact), []).append(bucket.touches)
         self._by_identity = {}
+        if self._native is not None:
+            for (workspace, identity), touches in self._native.take_touches().items():
+                contact = contacts.get((workspace, identity), identity)
+                groups.setdefault((workspace, contact), []).append(touches)
         return rows, groups
 
     def finish(

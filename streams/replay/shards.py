@@ -15,7 +15,6 @@ from rapport.settings import Settings
 from streams.archive import Snapshot, read_log
 from streams.eventlog import append_records
 from streams.replay.arrow import (
-    interaction_arrow,
     relationship_arrow,
     resolve_contacts,
     send_arrow,
@@ -47,16 +46,14 @@ def _shard_main(
     try:
         import pyarrow as pa
 
-        calc = Recalculation(workspaces, flat_rows=True)
-        add = calc.add
+        calc = Recalculation(workspaces, flat_rows=True, native_decoder=settings.replay_native)
         parts: list[Any] = []
 
         def handle(batch: list[tuple[bytes | None, bytes]]) -> None:
-            for _, value in batch:
-                add(value)
+            calc.add_records(batch)
             read.value += len(batch)
             # Rows to Arrow as they come (meanwhile the broker serves the next fetch).
-            made = interaction_arrow(calc.take_rows())
+            made = calc.take_arrow()
             if made is not None:
                 parts.append(made)
 

@@ -1,0 +1,66 @@
+"""The replay's native decoder (`native/`, a Rust extension built by `make setup`), if built.
+
+It turns the shards' current-version interactions into touches and Arrow columns without a
+Python object per field, and hands every other event back to the Python decoder, which stays
+the reference: the two give the same touches and rows (tests/unit/test_replay_native.py).
+Without the extension (a Python-only install) the replay works the same, more slowly, and says
+so once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Collection
+from typing import Any
+
+from projections.schema import INTERACTION_COLUMNS
+
+log = logging.getLogger("rapport.replay")
+
+# The decoder's number columns; the others are strings (as `interaction_arrow` makes them).
+NUMBER_COLUMNS = ("occurred_at", "received_at", "raw_partition", "raw_offset", "schema_version")
+
+
+@functools.cache
+def module() -> Any | None:
+    """`rapport_native`, or None (logged once) when it is not installed."""
+    try:
+        import rapport_native
+    except ImportError as error:
+        log.warning(
+            "the native replay decoder is not installed (%s): replays decode in Python, "
+            "about half as fast; `make setup` (or `pip install ./native`) builds it",
+            error,
+        )
+        return None
+    return rapport_native
+
+
+def decoder(touch: type, conversational: Collection[str], only: Collection[str] | None) -> Any:
+    """A `rapport_native.Decoder` making `touch` objects, or None without the extension."""
+    found = module()
+    if found is None:
+        return None
+    return found.Decoder(touch, set(conversational), set(only) if only is not None else None)
+
+
+def interaction_table(count: int, strings: list[tuple[bytes, bytes]], numbers: list[bytes]) -> Any:
+    """The decoder's rows (`Decoder.take_rows`) as the Arrow table `interaction_arrow` makes."""
+    import pyarrow as pa
+
+    texts, values = iter(strings), iter(numbers)
+    arrays = []
+    for name in INTERACTION_COLUMNS:
+        if name in NUMBER_COLUMNS:
+            arrays.append(
+                pa.Array.from_buffers(pa.int64(), count, [None, pa.py_buffer(next(values))])
+            )
+        else:
+            offsets, data = next(texts)
+            arrays.append(
+                pa.Array.from_buffers(
+                    pa.string(), count, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+                )
+            )
+    return pa.Table.from_arrays(arrays, names=list(INTERACTION_COLUMNS))

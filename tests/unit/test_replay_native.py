@@ -1,0 +1,366 @@
+"""The native replay decoder (`native/`) against the Python decoder it stands in for.
+
+Both read the same log values; whatever the native one takes must give exactly what the Python
+one gives (counts, ids, identities, touches, interaction rows), and whatever it refuses goes
+the Python way in its place in the log. Checked on real data, on hand-made edge cases of the
+JSON and of the times, and on generated events.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from events.ids import event_id
+from events.models import (
+    Identity,
+    IdentityLinked,
+    IdentityUnlinked,
+    Interaction,
+    dump_event,
+    epoch_ms,
+)
+from projections.schema import INTERACTION_COLUMNS
+from projections.tally import Touch
+from streams.replay import native
+from streams.replay.recalculation import Recalculation
+from tests.datasets import collegemsg_interactions, reddit_interactions
+from tests.unit.test_replay_core import THREAD
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def test_the_native_decoder_is_built() -> None:
+    # `make setup` builds it: a missing build would make every replay slower, silently.
+    assert native.module() is not None
+
+
+def read(values: list[bytes], use_native: bool, **kwargs: Any) -> dict[str, Any]:
+    """Everything a shard learns from `values`, fed in fetch-sized batches."""
+    calc = Recalculation(kwargs.get("workspaces"), flat_rows=True, native_decoder=use_native)
+    assert (calc._native is not None) == use_native
+    tables = []
+    records = [(None, v) for v in values]
+    for start in range(0, len(records), 97):
+        calc.add_records(records[start : start + 97])
+        made = calc.take_arrow()
+        if made is not None:
+            tables.append(made)
+    summary = calc.summary()
+    contacts = calc.identity_map()
+    _, groups = calc.assign(contacts)
+    rows = sorted((tuple(r.values()) for t in tables for r in t.to_pylist()), key=lambda r: repr(r))
+    if tables:
+        assert all(t.column_names == list(INTERACTION_COLUMNS) for t in tables)
+        assert len({str(t.schema) for t in tables}) == 1
+    return {
+        "counts": {k: summary[k] for k in ("events", "interactions", "duplicates", "links")},
+        "invalid": summary["invalid"],
+        "touches": summary["touches"],
+        "identities": sorted(summary["identities"]),
+        "ids": len(summary["ids"]),
+        "groups": {
+            key: sorted((msgspec.structs.astuple(t) for part in lists for t in part), key=repr)
+            for key, lists in groups.items()
+        },
+        "rows": rows,
+    }
+
+
+def assert_same(values: list[bytes], **kwargs: Any) -> dict[str, Any]:
+    python = read(values, False, **kwargs)
+    fast = read(values, True, **kwargs)
+    assert fast == python
+    return fast
+
+
+@pytest.fixture(scope="module")
+def real_values() -> list[bytes]:
+    college = collegemsg_interactions({"323", "9", "12", "2", "42"}, limit=3000)
+    reddit = reddit_interactions(THREAD, {"mrgnome"})
+    events: list[Any] = college + reddit
+    people = sorted({e.contact.key for e in events if e.contact is not None})
+    links = [
+        IdentityLinked(
+            event_id=event_id("college", "link", str(n)),
+            workspace=events[0].workspace,
+            occurred_at=T0 + timedelta(seconds=n),
+            identity=Identity(platform=p.split(":")[0], user_id=p.split(":", 1)[1]),
+            contact_id=f"person-{n % 7}",
+        )
+        for n, p in enumerate(people[:40])
+    ]
+    unlink = IdentityUnlinked(
+        event_id=event_id("college", "unlink", "0"),
+        workspace=events[0].workspace,
+        occurred_at=T0 + timedelta(days=1),
+        identity=links[0].identity,
+    )
+    values = [dump_event(e) for e in [*events, *links, unlink]]
+    random.Random(3).shuffle(values)
+    return values + values[:300]  # redeliveries
+
+
+def test_real_events_give_the_same_touches_and_rows(real_values: list[bytes]) -> None:
+    got = assert_same(real_values)
+    redelivered = [json.loads(v)["type"] for v in real_values[-300:]]
+    assert got["counts"]["duplicates"] == redelivered.count("interaction")
+    assert got["counts"]["links"] == 41 + len(redelivered) - redelivered.count("interaction")
+    assert got["touches"] > 300 and len(got["rows"]) == got["counts"]["interactions"]
+
+
+def test_the_native_decoder_takes_the_current_interactions_itself(
+    real_values: list[bytes],
+) -> None:
+    calc = Recalculation(flat_rows=True)
+    calc.add_records([(None, v) for v in real_values])
+    kinds = [json.loads(v)["type"] for v in real_values]
+    assert calc._native is not None
+    assert calc._native.events == kinds.count("interaction")  # the links went the Python way
+    assert calc.events == len(real_values)
+
+
+def test_a_workspace_filter_is_the_same(real_values: list[bytes]) -> None:
+    workspaces = {json.loads(real_values[0])["workspace"]}
+    assert_same(real_values, workspaces=workspaces)
+    assert assert_same(real_values, workspaces={"nobody"})["rows"] == []
+
+
+def interaction(**changes: Any) -> dict[str, Any]:
+    doc = json.loads(
+        dump_event(
+            Interaction.model_validate(
+                {
+                    "event_id": event_id("w", "x", "1"),
+                    "workspace": "w",
+                    "occurred_at": T0,
+                    "received_at": T0 + timedelta(seconds=3),
+                    "platform": "x",
+                    "kind": "reply",
+                    "actor": {"platform": "x", "user_id": "1"},
+                    "subject": {"platform": "x", "user_id": "2"},
+                    "direction": "inbound",
+                    "contact": {"platform": "x", "user_id": "1"},
+                    "account": {"platform": "x", "user_id": "2"},
+                    "member": "m",
+                    "conversation_id": "c1",
+                    "object_id": "o1",
+                    "in_reply_to": "o0",
+                    "intent": "ask",
+                    "raw": {"topic": "rapport.raw.x", "partition": 3, "offset": 17},
+                }
+            )
+        )
+    )
+    doc.update(changes)
+    return doc
+
+
+RAW = b'"raw":{"topic":"rapport.raw.x","partition":3,"offset":17}'
+
+
+def raw_variants() -> list[bytes]:
+    """One event written in the ways JSON allows, and in ways it does not."""
+    good = json.dumps(interaction(), separators=(",", ":")).encode()
+    return [
+        good,
+        good + b"  \n",
+        b" " + good,
+        good + b"x",
+        good[:-1] + b",}",
+        good.replace(b'"schema_version":1', b'"schema_version":01'),
+        good.replace(b'"schema_version":1', b'"schema_version":1.0'),
+        good.replace(b'"schema_version":1', b'"schema_version":1e0'),
+        good.replace(b'"schema_version":1', b'"schema_version":true'),
+        good.replace(b'"schema_version":1', b'"schema_version":"1"'),
+        good.replace(b'"schema_version":1', b'"schema_version":99999999999999999999999'),
+        good.replace(b'"member":"m"', b'"member":"\\u00e9\\ud83d\\ude00"'),
+        good.replace(b'"member":"m"', b'"member":"a\\"b\\\\c\\/d\\n"'),
+        good.replace(b'"member":"m"', b'"member":"tab\there"'),
+        good.replace(b'"member":"m"', b'"member":"\\x41"'),
+        good.replace(b'"member":"m"', '"member":"caf\u00e9"'.encode()),
+        good.replace(b'"member":"m"', b'"member":"\xff"'),
+        good.replace(b'"member":"m"', b'"member":null'),
+        good.replace(b'"member":"m"', b'"member":"m","member":"n"'),
+        good.replace(b'"intent":"ask"', b'"intent":null'),
+        good.replace(b'"intent":"ask"', b'"other":{"a":[1,2,{"b":null}]}'),
+        good.replace(b'"object_id":"o1"', b'"object_id":null'),
+        good.replace(b'"object_id":"o1"', b'"object_id":""'),
+        good.replace(b'"workspace":"w"', b'"workspace":"w\\u0000x"'),
+        good.replace(b'"direction":"inbound"', b'"direction":"internal"'),
+        good.replace(b'"direction":"inbound"', b'"direction":"outbound"'),
+        good.replace(
+            b'"raw":{"topic":"rapport.raw.x","partition":3,"offset":17}', b'"raw":{"partition":3}'
+        ),
+        good.replace(b'"raw":{"topic":"rapport.raw.x","partition":3,"offset":17}', b'"raw":null'),
+        good.replace(b'"type":"interaction"', b'"type":"Interaction"'),
+        b"[" + good + b"]",
+        b"",
+        b"null",
+        b"\xef\xbb\xbf" + good,
+        good.replace(b'"contact":{', b'"contact":null,"x":{'),
+        good.replace(b'"actor":{"platform":"x","user_id":"1"}', b'"actor":{"platform":"x"}'),
+    ]
+
+
+def test_edge_cases_of_the_json_go_the_same_way() -> None:
+    for value in raw_variants():
+        assert read([value], True) == read([value], False), value
+
+
+def test_lone_surrogates_go_the_python_way() -> None:
+    # msgspec refuses them, so the Python decoder hands them to the full parser; the native
+    # decoder must not take them either.
+    good = json.dumps(interaction(), separators=(",", ":")).encode()
+    for escape in (b"\\ud800", b"\\udc00x", b"a\\ud83d"):
+        calc = Recalculation(flat_rows=True)
+        assert calc._native is not None
+        calc.add_records([(None, good.replace(b'"member":"m"', b'"member":"' + escape + b'"'))])
+        assert calc._native.events == 0 and calc.events == 1
+
+
+TIMES = [
+    "2024-03-01T00:00:00Z",
+    "2024-03-01T00:00:00.5Z",
+    "2024-03-01T00:00:00.000500Z",
+    "2024-03-01T00:00:00.0005Z",
+    "2024-03-01T00:00:00.9999995Z",
+    "2024-03-01T00:00:00.123456789Z",
+    "2024-03-01T00:00:00+02:00",
+    "2024-03-01T00:00:00-00:00",
+    "2024-03-01T00:00:00+00:00",
+    "2024-03-01T00:00:00-23:59",
+    "2024-03-01T00:00:00+24:00",
+    "2024-03-01T00:00:00",
+    "2024-03-01T00:00:00z",
+    "2024-03-01t00:00:00Z",
+    "2024-03-01 00:00:00Z",
+    "2024-02-29T12:00:00Z",
+    "2023-02-29T12:00:00Z",
+    "2024-04-31T12:00:00Z",
+    "2024-03-01T24:00:00Z",
+    "2024-03-01T23:59:60Z",
+    "1899-12-31T23:59:59Z",
+    "1900-01-01T00:00:00+01:00",
+    "1969-12-31T23:59:59.999500Z",
+    "1969-12-31T23:59:59.9995Z",
+    "2200-12-31T23:59:59.999999Z",
+    "2201-01-01T00:00:00Z",
+    "0001-01-01T00:00:00Z",
+    "2024-3-01T00:00:00Z",
+    "2024-03-01T00:00:00.Z",
+    "2024-03-01",
+    "",
+]
+
+
+def test_times_in_every_form_go_the_same_way() -> None:
+    taken = [t for t in TIMES if native.module().epoch_ms_of(t) is not None]
+    assert taken == TIMES[:4] + TIMES[6:10] + TIMES[15:16] + TIMES[21:25]
+    for n, text in enumerate(TIMES):
+        for field in ("occurred_at", "received_at"):
+            value = json.dumps(interaction(**{field: text, "event_id": f"{n:032x}"})).encode()
+            assert read([value], True) == read([value], False), (field, text)
+
+
+class _When(msgspec.Struct):
+    at: datetime
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1900, 1, 2), max_value=datetime(2200, 12, 30), timezones=st.just(UTC)
+    ),
+    st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59),
+    st.sampled_from([0, 1, 2, 3, 6]),
+)
+def test_the_native_time_equals_msgspec_and_epoch_ms(
+    moment: datetime, offset_minutes: int, digits: int
+) -> None:
+    zone = timezone(timedelta(minutes=offset_minutes))
+    local = moment.astimezone(zone)
+    if digits == 0:
+        local = local.replace(microsecond=0)
+    text = local.isoformat(timespec={0: "seconds", 3: "milliseconds"}.get(digits, "microseconds"))
+    if digits in (1, 2):
+        text = text[: 20 + digits] + text[26:]
+    text = text.replace("+00:00", "Z") if offset_minutes == 0 and digits != 2 else text
+    decoded = msgspec.json.decode(json.dumps({"at": text}).encode(), type=_When).at
+    assert native.module().epoch_ms_of(text) == epoch_ms(decoded), text
+
+
+def variant_event(draw: Any, n: int) -> bytes:
+    """An interaction of a generated shape: plain, or with one field in another form."""
+    workspace = draw(st.sampled_from(["w", "v", "café"]))
+    who = draw(st.sampled_from(["1", "2", "3", "ü", 'q"x']))
+    doc = interaction(
+        event_id=draw(
+            st.sampled_from([f"{n:032x}", f"{n % 5:032x}", f"id-{n % 7}", f"{n:032X}", ""])
+        ),
+        workspace=workspace,
+        direction=draw(st.sampled_from(["inbound", "outbound", "internal"])),
+        kind=draw(st.sampled_from(["reply", "mention", "message", "like", "meeting"])),
+        occurred_at=draw(st.sampled_from(TIMES[:12])),
+        received_at=draw(st.sampled_from(TIMES[:8])),
+        contact=draw(st.sampled_from([{"platform": "x", "user_id": who}, None])),
+        conversation_id=draw(st.sampled_from(["c1", None, "ç"])),
+        member=draw(st.sampled_from(["m", None])),
+        intent=draw(st.sampled_from(["ask", "give", "neutral"])),
+    )
+    for field in draw(st.sets(st.sampled_from(["subject", "account", "raw", "in_reply_to"]))):
+        doc.pop(field)
+    return json.dumps(doc, ensure_ascii=draw(st.booleans())).encode()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_generated_logs_give_the_same_result(data: Any) -> None:
+    count = data.draw(st.integers(min_value=1, max_value=40))
+    values = [variant_event(data.draw, n) for n in range(count)]
+    legacy = data.draw(st.booleans())
+    if legacy:  # an event of the stored version 0, and a link, among them
+        values.insert(
+            count // 2,
+            json.dumps(
+                {
+                    "event_id": f"{1:032x}",
+                    "workspace": "w",
+                    "occurred_at": 1709251200000,
+                    "received_at": 1709251200000,
+                    "platform": "x",
+                    "kind": "reply",
+                    "actor": "x:1",
+                    "subject": "x:2",
+                    "direction": "inbound",
+                    "object_id": "o9",
+                }
+            ).encode(),
+        )
+    assert_same(values)
+
+
+def test_a_refused_event_keeps_its_place_among_duplicates() -> None:
+    # The same id twice: first in a form only the Python decoder reads (7 fraction digits),
+    # then plainly. The first one read counts, as the live worker counts it.
+    first = interaction(occurred_at="2024-03-01T00:00:00.1234567Z", object_id="first")
+    second = interaction(object_id="second")
+    values = [json.dumps(first).encode(), json.dumps(second).encode()]
+    got = assert_same(values)
+    assert got["counts"]["duplicates"] == 1
+    assert [r[INTERACTION_COLUMNS.index("object_id")] for r in got["rows"]] == ["first"]
+
+
+def test_touches_are_real_touches() -> None:
+    got = read([json.dumps(interaction()).encode()], True)
+    ((key, touches),) = got["groups"].items()
+    assert key == ("w", "x:1")
+    assert touches == [msgspec.structs.astuple(Touch(epoch_ms(T0), event_id("w", "x", "1"),
+                       True, "reply", True, "ask", "x", "c1", "m"))]  # fmt: skip
