@@ -6,7 +6,8 @@ In the same run, on the same events:
   fold (touches):  `apply_all` per relationship over its sorted touches (the live path's fold
                    of a whole history: no Kafka, no decoding, no ClickHouse);
   fold (replayed): `replayed` per relationship over the same touches (the replay's own fold,
-                   equal to the line above field for field, with the aggregates in locals);
+                   equal to the line above field for field, with the aggregates in locals; the
+                   native fold where it is built);
   replay:          `streams.replay.build.replay` from a private real broker's `rapport.events` (8
                    partitions) into `relationships_v2` / `interactions_v2` of the embedded engine
                    (no worker running, so it writes directly), plus the Faust state of version
@@ -229,8 +230,8 @@ def main() -> None:
     parser.add_argument(
         "--alternate",
         action="store_true",
-        help="every other replay (the 2nd, 4th, ...) decodes with the Python decoder alone "
-        "(RAPPORT_REPLAY_NATIVE=false), the baseline of the native decoder in the same run",
+        help="every other replay (the 2nd, 4th, ...) decodes and folds in Python alone "
+        "(RAPPORT_REPLAY_NATIVE=false), the baseline of the native core in the same run",
     )
     args = parser.parse_args()
     t = time.perf_counter()
@@ -304,9 +305,9 @@ def main() -> None:
             load = os.getloadavg()
             phases._close()
             label = "replay" if n == 0 else f"replay {n + 1} (same process)"
-            decoder = "Python decoder alone" if python_only else "native decoder"
+            decoder = "Python alone" if python_only else "native core"
             if native.module() is None:
-                decoder = "Python decoder alone: the native one is not built"
+                decoder = "Python alone: the native core is not built"
             label += f", {decoder}"
             print(f"{label}: {rate(result.events, seconds)} end to end ({seconds:.1f} s)")
             for name, phase_seconds in phases.times:

@@ -218,7 +218,7 @@ def line(name: str, value: float, unit: str, base_name: str, base: float) -> Non
 
 def read_batches(batches: list[list[tuple[bytes | None, bytes]]], use_native: bool) -> None:
     """What a shard does with each fetch: decode it (`add_records`), its rows to Arrow."""
-    calc = Recalculation(None, flat_rows=True, native_decoder=use_native)
+    calc = Recalculation(None, flat_rows=True, native=use_native)
     for batch in batches:
         calc.add_records(batch)
         calc.take_arrow()
@@ -234,7 +234,7 @@ def main() -> None:
     gc.disable()
     us = 1e6 / n
 
-    calc = Recalculation(None, flat_rows=True, native_decoder=False)
+    calc = Recalculation(None, flat_rows=True, native=False)
     decode_all = cpu(lambda: [calc.add(v) for v in values])
     msgspec_only = cpu(lambda: [_DECODE(v) for v in values])
     print(f"{n:,} events, {'':<18} per event/row/touch      baseline (same run)")

@@ -11,14 +11,40 @@ on arbitrary tallies and touch sequences, in order or not).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any
 
 from projections.policy import DAY_MS, Policy
 from projections.tally import Run, Tally, Touch
 
 
-def fold_in_order(t: Tally, touches: Iterable[Touch], policy: Policy) -> Tally:
-    """`step(...step(step(t, touches[0]), touches[1])...)`, built once. `t` is not modified."""
+def _native_fold_of() -> Any:
+    """The same fold in Rust (native/), where it is built; None in a Python-only install."""
+    try:
+        import rapport_native
+    except ImportError:
+        return None
+    return rapport_native.fold_in_order
+
+
+_native_fold = _native_fold_of()
+
+
+def fold_in_order(t: Tally, touches: Sequence[Touch], policy: Policy, native: bool = True) -> Tally:
+    """`step(...step(step(t, touches[0]), touches[1])...)`, built once. `t` is not modified.
+
+    Folded by the native fold (`native/src/fold.rs`, the same float operations in the same
+    order, tested equal) where it is built and `native` is true, else by `fold_in_python`.
+    """
+    if native and _native_fold is not None:
+        folded: Tally | None = _native_fold(t, touches, policy, (Tally, Run))
+        if folded is not None:  # None: a starting tally it leaves to Python
+            return folded
+    return fold_in_python(t, touches, policy)
+
+
+def fold_in_python(t: Tally, touches: Sequence[Touch], policy: Policy) -> Tally:
+    """`fold_in_order` in Python: the reference the native fold is tested against."""
     half_life = policy.half_life_ms
     trailing_days = policy.trailing_days
     limit = policy.exact_latencies

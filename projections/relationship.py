@@ -346,7 +346,11 @@ _NOTHING = Tally()  # what a fresh relationship has settled (immutable, so share
 
 
 def replayed(
-    workspace: str, contact_id: str, touches: Sequence[Touch], policy: Policy
+    workspace: str,
+    contact_id: str,
+    touches: Sequence[Touch],
+    policy: Policy,
+    native: bool = True,
 ) -> RelationshipState:
     """A relationship from its whole history at once: `apply_all` of a fresh state, faster.
 
@@ -355,6 +359,7 @@ def replayed(
     minus the lateness, and any beyond the touch cap. Both tallies come from `fold_in_order`
     (the same float operations as `step`), so the result equals `apply_all` field for field
     (tested). Touches out of order, or twice (by fingerprint), take `apply_all` itself.
+    `native`: fold with the native fold where it is built (`fold_in_order`).
     """
     if not touches:
         return RelationshipState(workspace=workspace, contact_id=contact_id)
@@ -366,13 +371,13 @@ def replayed(
     newest = ats[-1]
     cut = newest - policy.lateness_ms
     keep = max(bisect.bisect_left(ats, cut), len(touches) - policy.lateness_touches)
-    settled = fold_in_order(_NOTHING, touches[:keep], policy) if keep else _NOTHING
+    settled = fold_in_order(_NOTHING, touches[:keep], policy, native) if keep else _NOTHING
     return RelationshipState(
         workspace=workspace,
         contact_id=contact_id,
         settled=settled,
         timeline=tuple(touches[keep:]),
-        view=fold_in_order(settled, touches[keep:], policy),
+        view=fold_in_order(settled, touches[keep:], policy, native),
         newest=newest,
         seen=seen_set.of(fingerprints),
         revision=len(touches),

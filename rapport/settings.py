@@ -105,8 +105,8 @@ class Settings(BaseSettings):
     )
     replay_native: bool = Field(
         True,
-        description="replays decode the log with the native decoder (native/) where it is "
-        "built; false: with the Python decoder alone (the reference, about half as fast)",
+        description="replays decode the log and fold with the native core (native/) where "
+        "it is built; false: in Python alone (the reference, slower)",
     )
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

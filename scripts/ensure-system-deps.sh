@@ -15,7 +15,7 @@ if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then need+=(python3-venv);
 # Rust (cargo) builds the replay's native decoder (native/); Debian's packaged Rust is too old
 # for its crates, so it comes from rustup (https://rustup.rs), as on this project's machines.
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
-  echo "error: Rust's cargo (1.81 or newer, from rustup) is required to build native/" >&2; exit 1
+  echo "error: Rust's cargo (1.82 or newer, from rustup) is required to build native/" >&2; exit 1
 fi
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   need+=(chromium)

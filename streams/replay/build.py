@@ -120,7 +120,7 @@ def _replay(
     policy_of = policies_from(registry)
     if source is not None:
         progress.phase(f"reading {source.name}", archive_size(source))
-        calc = Recalculation(workspaces)
+        calc = Recalculation(workspaces, native=settings.replay_native)
         for batch in read_archive(source):
             for _, value in batch:
                 calc.add(value)
@@ -203,7 +203,7 @@ def _replay_one(
     started: float,
 ) -> ReplayResult:
     """The log read by this process alone (one core, or shards that are not disjoint)."""
-    calc = Recalculation(workspaces)
+    calc = Recalculation(workspaces, native=settings.replay_native)
     progress.phase("reading rapport.events", snapshot.total)
 
     def handle(batch: list[tuple[bytes | None, bytes]]) -> None:

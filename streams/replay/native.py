@@ -1,10 +1,10 @@
-"""The replay's native decoder (`native/`, a Rust extension built by `make setup`), if built.
+"""The replay's native core (`native/`, a Rust extension built by `make setup`), if built.
 
-It turns the shards' current-version interactions into touches and Arrow columns without a
-Python object per field, and hands every other event back to the Python decoder, which stays
-the reference: the two give the same touches and rows (tests/unit/test_replay_native.py).
-Without the extension (a Python-only install) the replay works the same, more slowly, and says
-so once.
+Its decoder turns the shards' current-version interactions into touches and Arrow columns
+without a Python object per field, and hands every other event back to the Python decoder,
+which stays the reference: the two give the same touches and rows
+(tests/unit/test_replay_native.py). Its fold is `projections.in_order.fold_in_order`'s. Without
+the extension (a Python-only install) the replay works the same, more slowly, and says so once.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def module() -> Any | None:
         import rapport_native
     except ImportError as error:
         log.warning(
-            "the native replay decoder is not installed (%s): replays decode in Python, "
-            "about half as fast; `make setup` (or `pip install ./native`) builds it",
+            "the replay's native core is not installed (%s): replays decode and fold in "
+            "Python, more slowly; `make setup` (or `pip install ./native`) builds it",
             error,
         )
         return None

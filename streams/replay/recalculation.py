@@ -36,7 +36,7 @@ from projections.relationship import (
 )
 from projections.tally import Touch
 from rapport.workspaces import WorkspaceRegistry
-from streams.replay import native
+from streams.replay import native as native_core
 from streams.replay.arrow import interaction_arrow
 from streams.replay.interfaces import NoProgress, Progress
 from streams.replay.rows import interaction_values_of, relationship_values
@@ -166,14 +166,16 @@ class Outcome:
 
 
 def fold_jobs(
-    jobs: list[Job], policies: dict[str, Policy], keep_states: bool
+    jobs: list[Job], policies: dict[str, Policy], keep_states: bool, native: bool = True
 ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[bytes, bytes]], list[RelationshipState]]:
+    """Each job's relationship, its read-model row and its table record (`native`: with the
+    native fold where it is built)."""
     views: list[tuple[str, dict[str, Any]]] = []
     changelog: list[tuple[bytes, bytes]] = []
     kept: list[RelationshipState] = []
     for workspace, contact, touches in jobs:
         policy = policies[workspace]
-        state = replayed(workspace, contact, touches, policy)
+        state = replayed(workspace, contact, touches, policy, native)
         key = relationship_key(workspace, contact)
         views.append((key, view_row(state, policy)))
         changelog.append((key.encode(), state.to_json()))  # the bytes the live worker writes
@@ -186,7 +188,9 @@ _FORKED: dict[str, Any] = {}  # what a forked fold process inherits
 
 
 def _fold_forked(share: int) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[bytes, bytes]]]:
-    views, changelog, _ = fold_jobs(_FORKED["shares"][share], _FORKED["policies"], False)
+    views, changelog, _ = fold_jobs(
+        _FORKED["shares"][share], _FORKED["policies"], False, _FORKED["native"]
+    )
     return views, changelog
 
 
@@ -242,7 +246,7 @@ class Recalculation:
         self,
         workspaces: Collection[str] | None = None,
         flat_rows: bool = False,
-        native_decoder: bool = True,
+        native: bool = True,
     ) -> None:
         self.only = frozenset(workspaces) if workspaces else None
         # flat_rows: every interaction row goes into one list in read order (`take_rows`), its
@@ -254,13 +258,12 @@ class Recalculation:
         self._events = 0
         self._interactions = 0
         self._duplicates = 0
-        # The native decoder (if built and wanted) takes the current-version interactions of a
-        # flat-rows read (the shards') and hands the rest back to `add`; it then holds the
-        # seen ids of both.
+        # native: the native core where it is built (`streams.replay.native`). Its decoder
+        # takes the current-version interactions of a flat-rows read (the shards') and hands
+        # the rest back to `add`, and then holds the seen ids of both; its fold folds.
+        self.native = native
         self._native = (
-            native.decoder(Touch, _CONVERSATIONAL, self.only)
-            if flat_rows and native_decoder
-            else None
+            native_core.decoder(Touch, _CONVERSATIONAL, self.only) if flat_rows and native else None
         )
         self.links = 0
         self.other = 0
@@ -371,7 +374,7 @@ class Recalculation:
         if self._native is not None:
             count, strings, numbers = self._native.take_rows()
             if count:
-                tables.append(native.interaction_table(count, strings, numbers))
+                tables.append(native_core.interaction_table(count, strings, numbers))
         made = interaction_arrow(self.take_rows())
         if made is not None:
             tables.append(made)
@@ -499,10 +502,10 @@ class Recalculation:
             from multiprocessing import get_context
 
             shares = _split(jobs, processes)
-            _FORKED.update(shares=shares, policies=policies)  # inherited by the forks
+            _FORKED.update(shares=shares, policies=policies, native=self.native)  # inherited
             with ProcessPoolExecutor(processes - 1, mp_context=get_context("fork")) as pool:
                 futures = [pool.submit(_fold_forked, n) for n in range(1, len(shares))]
-                mine = fold_jobs(shares[0], policies, False)
+                mine = fold_jobs(shares[0], policies, False, self.native)
                 progress.advance(sum(len(j[2]) for j in shares[0]))
                 views, changelog = mine[0], mine[1]
                 for future, share in zip(futures, shares[1:], strict=True):
@@ -514,7 +517,7 @@ class Recalculation:
         else:
             for start in range(0, len(jobs), 1000):
                 part = jobs[start : start + 1000]
-                more = fold_jobs(part, policies, keep_states)
+                more = fold_jobs(part, policies, keep_states, self.native)
                 views += more[0]
                 changelog += more[1]
                 states += more[2]

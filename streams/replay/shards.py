@@ -46,7 +46,7 @@ def _shard_main(
     try:
         import pyarrow as pa
 
-        calc = Recalculation(workspaces, flat_rows=True, native_decoder=settings.replay_native)
+        calc = Recalculation(workspaces, flat_rows=True, native=settings.replay_native)
         parts: list[Any] = []
 
         def handle(batch: list[tuple[bytes | None, bytes]]) -> None:
@@ -75,7 +75,7 @@ def _shard_main(
         changelog: list[tuple[bytes, bytes]] = []
         for start in range(0, len(jobs), 500):
             part = jobs[start : start + 500]
-            more = fold_jobs(part, policies, False)
+            more = fold_jobs(part, policies, False, settings.replay_native)
             views += more[0]
             changelog += more[1]
             folded.value += sum(len(j[2]) for j in part)
@@ -143,6 +143,7 @@ class Shards:
         context = multiprocessing.get_context("fork")
         self.spool = tempfile.mkdtemp(prefix="rapport-replay-", dir=shared_memory_dir())
         self.policy_of = policy_of
+        self.native = settings.replay_native
         self.conns: list[Any] = []
         self.procs: list[Any] = []
         self.read: list[Any] = []
@@ -319,7 +320,7 @@ class Shards:
         names: set[str] = set()
         if handed:  # relationships whose identities are in several shards: folded here
             jobs, policies = jobs_of(handed, policy_of)
-            views, changelog, _ = fold_jobs(jobs, policies, False)
+            views, changelog, _ = fold_jobs(jobs, policies, False, self.native)
             names.update(policies)
             done = sum(len(j[2]) for j in jobs)
             progress.advance(done)

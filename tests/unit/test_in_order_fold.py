@@ -17,7 +17,7 @@ from msgspec.structs import astuple, fields
 
 from events.ids import event_id
 from events.models import CONVERSATIONAL_KINDS, Intent, Kind
-from projections.in_order import fold_in_order
+from projections.in_order import fold_in_order, fold_in_python
 from projections.latency import Latencies
 from projections.policy import DAY_MS, Policy
 from projections.relationship import (
@@ -28,6 +28,7 @@ from projections.relationship import (
     view_row,
 )
 from projections.tally import Run, Tally, Touch, step, step_late
+from streams.replay import native
 
 CONVERSATIONAL = {k.value for k in CONVERSATIONAL_KINDS}
 HOUR = 3_600_000
@@ -117,6 +118,34 @@ def _stored_form(t: Tally) -> dict[str, Any]:
     """A tally's stored JSON as decoded, field by field by type: the reference for the bytes
     states were written with before `tally_to_json` took `structs.asdict`."""
     return {f.name: _as_json(getattr(t, f.name)) for f in fields(Tally)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(before=touches(), late=touches(max_size=5), after=touches(), policy=policies)
+def test_the_native_fold_is_the_python_fold_from_any_tally(
+    before: list[Touch], late: list[Touch], after: list[Touch], policy: Policy
+) -> None:
+    """The Rust fold (native/src/fold.rs) takes these tallies itself (no fallback) and gives
+    the Python fold's tally, bytes included."""
+    core = native.module()
+    assert core is not None  # `make setup` builds it
+    start = _stepped(Tally(), before, policy)
+    start = reduce(lambda tally, touch: step_late(tally, touch, policy), late, start)
+    for items in (after, sorted(after, key=lambda t: t.order)):
+        got = core.fold_in_order(start, items, policy, (Tally, Run))
+        assert got is not None
+        _same(got, fold_in_python(start, items, policy))
+
+
+def test_a_tally_the_native_fold_would_convert_is_folded_in_python() -> None:
+    # An int where the fold keeps a float: the Python fold carries it through unchanged.
+    start = Tally(gives_in=1)  # type: ignore[arg-type]
+    touch = Touch(5, event_id("w", "x", "t"), False, "like", False, "neutral", "x")
+    core = native.module()
+    assert core is not None
+    assert core.fold_in_order(start, [touch], Policy(), (Tally, Run)) is None
+    folded = fold_in_order(start, [touch], Policy())
+    assert folded == fold_in_python(start, [touch], Policy()) and type(folded.gives_in) is int
 
 
 @settings(max_examples=300, deadline=None)

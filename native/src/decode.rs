@@ -1,0 +1,561 @@
+//! The replay's hot path in native code: logged events (JSON) straight into the fold's touches
+//! and the interaction rows' Arrow columns, with no Python object per field.
+//!
+//! It takes only the events it is sure of: current-version interactions whose every field it
+//! reads has the exact form `streams.replay.recalculation` decodes with msgspec (complete, plain
+//! RFC 3339 times with an offset, ids within 64 bits). Anything else it hands back untouched,
+//! and the Python decoder (the reference) takes it, so what it accepts gives the same touches
+//! and rows as the Python path (tested on both, field for field) and what it refuses goes the
+//! Python way unchanged.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+#[derive(Deserialize)]
+struct Party<'a> {
+    #[serde(borrow)]
+    platform: Cow<'a, str>,
+    #[serde(borrow)]
+    user_id: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct Pointer {
+    partition: i64,
+    offset: i64,
+}
+
+fn neutral() -> Cow<'static, str> {
+    Cow::Borrowed("neutral")
+}
+
+/// The fields of `_Doc` (streams/replay/recalculation.py), with its defaults; a JSON null where
+/// `_Doc` has a plain `str` fails here as it fails there.
+#[derive(Deserialize)]
+struct Doc<'a> {
+    #[serde(rename = "type", borrow)]
+    type_: Cow<'a, str>,
+    #[serde(default)]
+    schema_version: i64,
+    #[serde(default, borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    workspace: Cow<'a, str>,
+    #[serde(default, borrow)]
+    occurred_at: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    received_at: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    platform: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    direction: Cow<'a, str>,
+    #[serde(default, borrow)]
+    actor: Option<Party<'a>>,
+    #[serde(default, borrow)]
+    subject: Option<Party<'a>>,
+    #[serde(default, borrow)]
+    contact: Option<Party<'a>>,
+    #[serde(default, borrow)]
+    account: Option<Party<'a>>,
+    #[serde(default, borrow)]
+    member: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    conversation_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    object_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    in_reply_to: Option<Cow<'a, str>>,
+    #[serde(default = "neutral", borrow)]
+    intent: Cow<'a, str>,
+    #[serde(default)]
+    raw: Option<Pointer>,
+}
+
+fn digits(s: &[u8]) -> Option<i64> {
+    let mut n: i64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(c - b'0');
+    }
+    Some(n)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    // Howard Hinnant's algorithm: days since 1970-01-01 of a proleptic Gregorian date.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn month_days(y: i64, m: i64) -> i64 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Microseconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.f{1,6}](Z|+HH:MM|-HH:MM)`, or None
+/// for any other form (the Python decoder takes those). Kept to years 1900-2200, where the
+/// microseconds are exact in a double, as Python's `timestamp()` needs them.
+fn micros_of(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let (h, mi, se) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    if !(1900..=2200).contains(&y) || !(1..=12).contains(&mo) || d < 1 || d > month_days(y, mo) {
+        return None;
+    }
+    if h > 23 || mi > 59 || se > 59 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut fraction: i64 = 0;
+    if rest.first() == Some(&b'.') {
+        let n = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 || n > 6 {
+            return None;
+        }
+        fraction = digits(&rest[1..1 + n])? * 10_i64.pow(6 - n as u32);
+        rest = &rest[1 + n..];
+    }
+    let offset = match rest {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (oh, om) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let seconds = oh * 3600 + om * 60;
+            if *sign == b'-' {
+                -seconds
+            } else {
+                seconds
+            }
+        }
+        _ => return None,
+    };
+    let seconds = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se - offset;
+    Some(seconds * 1_000_000 + fraction)
+}
+
+/// `events.models.epoch_ms` of a datetime `micros` after the epoch, with the same float steps:
+/// `timestamp()` (the microseconds over 10**6, rounded once) then `int(s * 1000 ± 0.5)`.
+fn epoch_ms(micros: i64) -> i64 {
+    let seconds = micros as f64 / 1e6;
+    let half = if seconds >= 0.0 { 0.5 } else { -0.5 };
+    (seconds * 1000.0 + half).trunc() as i64
+}
+
+/// A 32-digit lowercase hex id (what `events.ids.event_id` makes) as its 128 bits.
+fn hex_id(id: &str) -> Option<u128> {
+    let b = id.as_bytes();
+    if b.len() != 32 {
+        return None;
+    }
+    let mut v: u128 = 0;
+    for &c in b {
+        let n = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u128::from(n);
+    }
+    Some(v)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &c in bytes {
+        h ^= u64::from(c);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+#[derive(Default)]
+struct Strings {
+    offsets: Vec<i32>,
+    data: Vec<u8>,
+}
+
+impl Strings {
+    fn push(&mut self, s: &str) {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        self.data.extend_from_slice(s.as_bytes());
+        self.offsets.push(self.data.len() as i32);
+    }
+
+    fn take<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyTuple> {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        let offsets: Vec<u8> = self.offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+        let t = PyTuple::new_bound(
+            py,
+            [
+                PyBytes::new_bound(py, &offsets),
+                PyBytes::new_bound(py, &self.data),
+            ],
+        );
+        self.offsets.clear();
+        self.data.clear();
+        t
+    }
+}
+
+const STRING_COLUMNS: usize = 14;
+const NUMBER_COLUMNS: usize = 5;
+
+/// The interaction rows of `INTERACTION_COLUMNS`, column by column (Arrow's own layout: an
+/// int32 offset per string and the bytes; int64 numbers), little-endian.
+#[derive(Default)]
+struct Rows {
+    count: usize,
+    strings: [Strings; STRING_COLUMNS],
+    numbers: [Vec<i64>; NUMBER_COLUMNS],
+}
+
+/// The Python strings the touches share (kind, intent, platform, member): made once, interned.
+struct Shared {
+    known: FxHashMap<String, Py<PyString>>,
+}
+
+impl Shared {
+    fn get<'py>(&mut self, py: Python<'py>, s: &str) -> Bound<'py, PyString> {
+        if let Some(found) = self.known.get(s) {
+            return found.bind(py).clone();
+        }
+        let made = PyString::intern_bound(py, s);
+        self.known.insert(s.to_owned(), made.clone().unbind());
+        made
+    }
+}
+
+/// What `Recalculation` keeps of the events it decodes natively: the ids it has seen, each
+/// identity's touches, the interaction rows not yet taken, and its counts.
+#[pyclass(module = "rapport_native")]
+pub struct Decoder {
+    only: Option<HashSet<String>>,
+    conversational: HashSet<String>,
+    touch: PyObject,
+    seen_hex: FxHashSet<u128>,
+    seen_other: FxHashSet<String>,
+    // "<workspace>\0<identity>" -> its touches (one key, looked up without allocating)
+    buckets: FxHashMap<Box<str>, Py<PyList>>,
+    key: String,
+    rows: Rows,
+    shared: Shared,
+    #[pyo3(get)]
+    events: u64,
+    #[pyo3(get)]
+    interactions: u64,
+    #[pyo3(get)]
+    duplicates: u64,
+}
+
+enum Taken {
+    Done,
+    Refused,
+}
+
+impl Decoder {
+    fn first(&mut self, event_id: &str) -> bool {
+        match hex_id(event_id) {
+            Some(v) => self.seen_hex.insert(v),
+            None => {
+                if self.seen_other.contains(event_id) {
+                    false
+                } else {
+                    self.seen_other.insert(event_id.to_owned());
+                    true
+                }
+            }
+        }
+    }
+
+    fn take_one(&mut self, py: Python<'_>, value: &[u8]) -> PyResult<Taken> {
+        let Ok(d) = sonic_rs::from_slice::<Doc>(value) else {
+            return Ok(Taken::Refused);
+        };
+        let complete = d.type_ == "interaction"
+            && d.schema_version == 1
+            && !d.event_id.is_empty()
+            && !d.workspace.is_empty()
+            && !d.workspace.contains('\0')
+            && !d.platform.is_empty()
+            && !d.kind.is_empty()
+            && !d.direction.is_empty()
+            && !d.object_id.is_empty()
+            && d.actor.is_some();
+        if !complete {
+            return Ok(Taken::Refused);
+        }
+        let (Some(occurred), Some(received)) = (&d.occurred_at, &d.received_at) else {
+            return Ok(Taken::Refused);
+        };
+        let (Some(occurred), Some(received)) = (micros_of(occurred), micros_of(received)) else {
+            return Ok(Taken::Refused);
+        };
+        self.events += 1;
+        if let Some(only) = &self.only {
+            if !only.contains(d.workspace.as_ref()) {
+                return Ok(Taken::Done);
+            }
+        }
+        if !self.first(&d.event_id) {
+            self.duplicates += 1;
+            return Ok(Taken::Done);
+        }
+        self.interactions += 1;
+        let at = epoch_ms(occurred);
+        let received_ms = if received == occurred {
+            at
+        } else {
+            epoch_ms(received)
+        };
+        let inbound = d.direction == "inbound";
+        let mut identity = String::new();
+        if let Some(contact) = &d.contact {
+            if inbound || d.direction == "outbound" {
+                identity = format!("{}:{}", contact.platform, contact.user_id);
+                self.touch_of(py, &d, at, inbound, &identity)?;
+            }
+        }
+        self.row_of(&d, &identity, at, received_ms);
+        Ok(Taken::Done)
+    }
+
+    fn touch_of(
+        &mut self,
+        py: Python<'_>,
+        d: &Doc,
+        at: i64,
+        inbound: bool,
+        identity: &str,
+    ) -> PyResult<()> {
+        let conversation = match &d.conversation_id {
+            Some(c) => PyString::new_bound(py, c).into_any(),
+            None => py.None().into_bound(py),
+        };
+        let member = match &d.member {
+            Some(m) => self.shared.get(py, m).into_any(),
+            None => py.None().into_bound(py),
+        };
+        let args = PyTuple::new_bound(
+            py,
+            [
+                at.into_py(py),
+                PyString::new_bound(py, &d.event_id).into_any().unbind(),
+                inbound.into_py(py),
+                self.shared.get(py, &d.kind).into_any().unbind(),
+                self.conversational.contains(d.kind.as_ref()).into_py(py),
+                self.shared.get(py, &d.intent).into_any().unbind(),
+                self.shared.get(py, &d.platform).into_any().unbind(),
+                conversation.unbind(),
+                member.unbind(),
+            ],
+        );
+        let touch = self.touch.bind(py).call1(args)?;
+        self.key.clear();
+        self.key.push_str(&d.workspace);
+        self.key.push('\0');
+        self.key.push_str(identity);
+        match self.buckets.get(self.key.as_str()) {
+            Some(list) => list.bind(py).append(touch)?,
+            None => {
+                let list = PyList::new_bound(py, [touch]);
+                self.buckets.insert(self.key.as_str().into(), list.unbind());
+            }
+        }
+        Ok(())
+    }
+
+    fn row_of(&mut self, d: &Doc, contact_id: &str, at: i64, received: i64) {
+        fn party<'b>(p: &'b Option<Party>) -> &'b str {
+            p.as_ref().map_or("", |p| p.user_id.as_ref())
+        }
+        fn text<'b>(s: &'b Option<Cow<str>>) -> &'b str {
+            s.as_deref().unwrap_or("")
+        }
+        let values: [&str; STRING_COLUMNS] = [
+            &d.event_id,
+            &d.workspace,
+            contact_id,
+            &d.platform,
+            &d.kind,
+            &d.direction,
+            &d.intent,
+            party(&d.actor),
+            party(&d.subject),
+            party(&d.account),
+            text(&d.member),
+            text(&d.conversation_id),
+            &d.object_id,
+            text(&d.in_reply_to),
+        ];
+        for (column, value) in self.rows.strings.iter_mut().zip(values) {
+            column.push(value);
+        }
+        let (partition, offset) = d.raw.as_ref().map_or((-1, -1), |r| (r.partition, r.offset));
+        for (column, value) in self
+            .rows
+            .numbers
+            .iter_mut()
+            .zip([at, received, partition, offset, 1])
+        {
+            column.push(value);
+        }
+        self.rows.count += 1;
+    }
+}
+
+#[pymethods]
+impl Decoder {
+    #[new]
+    #[pyo3(signature = (touch, conversational, only=None))]
+    fn new(
+        touch: PyObject,
+        conversational: HashSet<String>,
+        only: Option<HashSet<String>>,
+    ) -> Self {
+        Decoder {
+            only,
+            conversational,
+            touch,
+            seen_hex: FxHashSet::default(),
+            seen_other: FxHashSet::default(),
+            buckets: FxHashMap::default(),
+            key: String::new(),
+            rows: Rows::default(),
+            shared: Shared {
+                known: FxHashMap::default(),
+            },
+            events: 0,
+            interactions: 0,
+            duplicates: 0,
+        }
+    }
+
+    /// Decode the (key, value) records from `start` on, up to the first one it refuses;
+    /// returns that one's index (the Python decoder takes it, then calls again from the next
+    /// one, so the events are counted in log order), or the batch's length.
+    fn add_records(
+        &mut self,
+        py: Python<'_>,
+        records: &Bound<'_, PyList>,
+        start: usize,
+    ) -> PyResult<usize> {
+        let count = records.len();
+        for index in start..count {
+            let record = records.get_item(index)?;
+            let value = record.downcast::<PyTuple>()?.get_item(1)?;
+            let bytes = value.downcast::<PyBytes>()?;
+            if let Taken::Refused = self.take_one(py, bytes.as_bytes())? {
+                return Ok(index);
+            }
+        }
+        Ok(count)
+    }
+
+    /// Whether `event_id` is new (and from now on seen): the Python decoder's events are
+    /// counted once against the same set.
+    fn first_seen(&mut self, event_id: &str) -> bool {
+        self.first(event_id)
+    }
+
+    /// The rows decoded since the last call: (count, [(offsets, data)] * 14 string columns,
+    /// [int64 bytes] * 5 number columns), in `INTERACTION_COLUMNS` order less the numbers.
+    fn take_rows<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let count = self.rows.count;
+        let strings: Vec<Bound<'py, PyTuple>> =
+            self.rows.strings.iter_mut().map(|c| c.take(py)).collect();
+        let numbers: Vec<Bound<'py, PyBytes>> = self
+            .rows
+            .numbers
+            .iter_mut()
+            .map(|c| {
+                let bytes: Vec<u8> = c.iter().flat_map(|v| v.to_le_bytes()).collect();
+                c.clear();
+                PyBytes::new_bound(py, &bytes)
+            })
+            .collect();
+        self.rows.count = 0;
+        Ok(PyTuple::new_bound(
+            py,
+            [
+                count.into_py(py),
+                PyList::new_bound(py, strings).into_any().unbind(),
+                PyList::new_bound(py, numbers).into_any().unbind(),
+            ],
+        ))
+    }
+
+    /// Each (workspace, identity)'s touches, handed over once (the decoder forgets them).
+    fn take_touches<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new_bound(py);
+        for (key, touches) in self.buckets.drain() {
+            let (workspace, identity) = key.split_once('\0').unwrap_or((&key, ""));
+            out.set_item((workspace, identity), touches.bind(py))?;
+        }
+        Ok(out)
+    }
+
+    /// The identities holding touches, as (workspace, identity).
+    fn identities(&self) -> Vec<(&str, &str)> {
+        self.buckets
+            .keys()
+            .map(|k| k.split_once('\0').unwrap_or((k, "")))
+            .collect()
+    }
+
+    /// How many touches are held.
+    fn touches(&self, py: Python<'_>) -> usize {
+        self.buckets.values().map(|l| l.bind(py).len()).sum()
+    }
+
+    /// A 64-bit hash of every id seen (int64, little-endian bytes), the same for the same id
+    /// in every process: what tells two shards' events apart.
+    fn id_hashes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let mut out = Vec::with_capacity(8 * (self.seen_hex.len() + self.seen_other.len()));
+        for v in &self.seen_hex {
+            out.extend_from_slice(&(((v >> 64) as u64) ^ (*v as u64)).to_le_bytes());
+        }
+        for s in &self.seen_other {
+            out.extend_from_slice(&fnv1a(s.as_bytes()).to_le_bytes());
+        }
+        PyBytes::new_bound(py, &out)
+    }
+}
+
+/// `epoch_ms` of an RFC 3339 time in the native decoder's form (None for any other): tests
+/// check it against the Python conversion.
+#[pyfunction]
+pub fn epoch_ms_of(text: &str) -> Option<i64> {
+    micros_of(text).map(epoch_ms)
+}
