@@ -1,6 +1,7 @@
 """What compiling the replay's fold with mypyc would give: `replayed` compiled against interpreted.
 
-A trial, not a build step: it copies `events/`, `projections/`, `rapport/` and the mypy settings
+A trial, not a build step (of the Python fold: the native one, native/src/fold.rs, is off
+here): it copies `events/`, `projections/`, `rapport/` and the mypy settings
 (pyproject.toml) into a temporary
 directory, compiles `projections/in_order.py` there with mypyc (from the dev dependencies; needs
 gcc and the Python headers), and times `replayed` over bench_replay's relationships in two fresh
@@ -36,7 +37,7 @@ gc.disable()
 best, digest = float("inf"), hashlib.sha256()
 for _ in range(3):
     start = time.process_time()
-    states = [replayed(w, c, ts, DEFAULT_POLICY) for w, c, ts in jobs]
+    states = [replayed(w, c, ts, DEFAULT_POLICY, native=False) for w, c, ts in jobs]
     best = min(best, time.process_time() - start)
 for state in states:
     digest.update(state.to_json())

@@ -34,6 +34,7 @@ from events.imports import csv_events, csv_text
 from events.models import Direction, Identity, Interaction, Kind
 from projections.policy import policy_for
 from projections.readmodel import RELATIONSHIP_FIELDS, TIME_FIELDS, iso_utc
+from projections.schema import INTERACTION_COLUMNS
 from projections.store import ClickHouseStore, SqlReader, WorkerQueryClient
 from rapport.demo import Message, deliveries, post_signed, read_collegemsg
 from rapport.process import pid_alive, read_pid
@@ -123,6 +124,12 @@ def table_rows(reader: SqlReader, table: str, workspace: str) -> dict[str, dict[
         row["platforms"], row["members"] = list(row["platforms"]), list(row["members"])
         out[str(row["contact_id"])] = as_oracle_row(row)
     return out
+
+
+def interaction_rows(reader: SqlReader, table: str) -> list[tuple[Any, ...]]:
+    """Every row of an interactions table (any version), sorted."""
+    columns = ", ".join(INTERACTION_COLUMNS)
+    return sorted(reader.query(f"SELECT {columns} FROM rapport.{table} FINAL").rows)
 
 
 def oracle(events: list[Interaction], **kwargs: Any) -> dict[str, dict[str, Any]]:
@@ -386,6 +393,14 @@ def test_identity_link_late_redelivery_and_a_fix_as_a_new_version(
             {"ids": [e.event_id for e in history[:4]]},
         ).rows
         assert contacts == [("x:100",)]
+
+        # The same log replayed by Python alone (no native core, RAPPORT_REPLAY_NATIVE=false),
+        # into a version of its own: the same rows, the links and the redelivery included.
+        cli(settings.model_copy(update={"replay_native": False}), "replay", "--to-version", "4")
+        assert table_rows(reader, "relationships_v4", "acme") == v2
+        assert interaction_rows(reader, "interactions_v4") == interaction_rows(
+            reader, "interactions_v2"
+        )
 
         # A "reducer fix" shipped as a new version (here: a new policy version), side by side.
         settings.workspaces.write_text(
