@@ -8,6 +8,8 @@
 //! and rows as the Python path (tested on both, field for field) and what it refuses goes the
 //! Python way unchanged.
 
+use crate::fold::{fields_of, fold, Fields};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -241,20 +243,45 @@ struct Rows {
     numbers: [Vec<i64>; NUMBER_COLUMNS],
 }
 
-/// The Python strings the touches share (kind, intent, platform, member): made once, interned.
-struct Shared {
-    known: FxHashMap<String, Py<PyString>>,
+/// The strings the touches share (kind, intent, platform, member, conversation): each kept
+/// once, as an index, with its interned Python string made once.
+#[derive(Default)]
+struct Names {
+    index: FxHashMap<String, u32>,
+    strings: Vec<Py<PyString>>,
 }
 
-impl Shared {
-    fn get<'py>(&mut self, py: Python<'py>, s: &str) -> Bound<'py, PyString> {
-        if let Some(found) = self.known.get(s) {
-            return found.bind(py).clone();
+impl Names {
+    fn of(&mut self, py: Python<'_>, s: &str) -> u32 {
+        if let Some(found) = self.index.get(s) {
+            return *found;
         }
-        let made = PyString::intern_bound(py, s);
-        self.known.insert(s.to_owned(), made.clone().unbind());
-        made
+        let n = self.strings.len() as u32;
+        self.strings.push(PyString::intern_bound(py, s).unbind());
+        self.index.insert(s.to_owned(), n);
+        n
     }
+
+    fn get<'py>(&self, py: Python<'py>, n: u32) -> Bound<'py, PyString> {
+        self.strings[n as usize].bind(py).clone()
+    }
+
+    fn optional<'py>(&self, py: Python<'py>, n: Option<u32>) -> Bound<'py, PyAny> {
+        n.map_or_else(|| py.None().into_bound(py), |n| self.get(py, n).into_any())
+    }
+}
+
+/// A touch as the decoder keeps it until the fold: no Python object, the strings by index.
+struct Touch {
+    at: i64,
+    event_id: Box<str>,
+    inbound: bool,
+    conversational: bool,
+    kind: u32,
+    intent: u32,
+    platform: u32,
+    conversation: Option<u32>,
+    member: Option<u32>,
 }
 
 /// What `Recalculation` keeps of the events it decodes natively: the ids it has seen, each
@@ -267,10 +294,12 @@ pub struct Decoder {
     seen_hex: FxHashSet<u128>,
     seen_other: FxHashSet<String>,
     // "<workspace>\0<identity>" -> its touches (one key, looked up without allocating)
-    buckets: FxHashMap<Box<str>, Py<PyList>>,
+    buckets: FxHashMap<Box<str>, Vec<Touch>>,
+    // (workspace, contact) -> its touches, once `group` resolved the identities
+    groups: FxHashMap<(String, String), Vec<Touch>>,
     key: String,
     rows: Rows,
-    shared: Shared,
+    names: Names,
     #[pyo3(get)]
     events: u64,
     #[pyo3(get)]
@@ -359,41 +388,146 @@ impl Decoder {
         inbound: bool,
         identity: &str,
     ) -> PyResult<()> {
-        let conversation = match &d.conversation_id {
-            Some(c) => PyString::new_bound(py, c).into_any(),
-            None => py.None().into_bound(py),
+        let touch = Touch {
+            at,
+            event_id: d.event_id.as_ref().into(),
+            inbound,
+            conversational: self.conversational.contains(d.kind.as_ref()),
+            kind: self.names.of(py, &d.kind),
+            intent: self.names.of(py, &d.intent),
+            platform: self.names.of(py, &d.platform),
+            conversation: d.conversation_id.as_deref().map(|c| self.names.of(py, c)),
+            member: d.member.as_deref().map(|m| self.names.of(py, m)),
         };
-        let member = match &d.member {
-            Some(m) => self.shared.get(py, m).into_any(),
-            None => py.None().into_bound(py),
-        };
-        let args = PyTuple::new_bound(
-            py,
-            [
-                at.into_py(py),
-                PyString::new_bound(py, &d.event_id).into_any().unbind(),
-                inbound.into_py(py),
-                self.shared.get(py, &d.kind).into_any().unbind(),
-                self.conversational.contains(d.kind.as_ref()).into_py(py),
-                self.shared.get(py, &d.intent).into_any().unbind(),
-                self.shared.get(py, &d.platform).into_any().unbind(),
-                conversation.unbind(),
-                member.unbind(),
-            ],
-        );
-        let touch = self.touch.bind(py).call1(args)?;
         self.key.clear();
         self.key.push_str(&d.workspace);
         self.key.push('\0');
         self.key.push_str(identity);
-        match self.buckets.get(self.key.as_str()) {
-            Some(list) => list.bind(py).append(touch)?,
+        match self.buckets.get_mut(self.key.as_str()) {
+            Some(list) => list.push(touch),
             None => {
-                let list = PyList::new_bound(py, [touch]);
-                self.buckets.insert(self.key.as_str().into(), list.unbind());
+                self.buckets.insert(self.key.as_str().into(), vec![touch]);
             }
         }
         Ok(())
+    }
+
+    /// A touch as the Python `Touch` the fold and the timeline take.
+    fn py_touch<'py>(&self, py: Python<'py>, t: &Touch) -> PyResult<Bound<'py, PyAny>> {
+        let args = PyTuple::new_bound(
+            py,
+            [
+                t.at.into_py(py),
+                PyString::new_bound(py, &t.event_id).into_any().unbind(),
+                t.inbound.into_py(py),
+                self.names.get(py, t.kind).into_any().unbind(),
+                t.conversational.into_py(py),
+                self.names.get(py, t.intent).into_any().unbind(),
+                self.names.get(py, t.platform).into_any().unbind(),
+                self.names.optional(py, t.conversation).unbind(),
+                self.names.optional(py, t.member).unbind(),
+            ],
+        );
+        self.touch.bind(py).call1(args)
+    }
+
+    fn py_touches<'py>(&self, py: Python<'py>, touches: &[Touch]) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty_bound(py);
+        for t in touches {
+            list.append(self.py_touch(py, t)?)?;
+        }
+        Ok(list)
+    }
+
+    fn fields<'py>(&self, py: Python<'py>, t: &Touch) -> Fields<'py> {
+        Fields {
+            at: t.at,
+            event_id: PyString::new_bound(py, &t.event_id),
+            inbound: t.inbound,
+            kind: self.names.get(py, t.kind),
+            conversational: t.conversational,
+            intent: self.names.get(py, t.intent),
+            platform: self.names.get(py, t.platform).into_any(),
+            conversation_id: self.names.optional(py, t.conversation),
+            member: self.names.optional(py, t.member),
+        }
+    }
+
+    /// `projections.relationship.replayed` of one relationship's touches, sorted by
+    /// (occurred_at, event_id): None when the Python fold must take it (an id not made by
+    /// `events.ids.event_id`, two ids of one fingerprint, a tally the native fold leaves).
+    #[allow(clippy::too_many_arguments)]
+    fn replayed<'py>(
+        &self,
+        py: Python<'py>,
+        workspace: &str,
+        contact: &str,
+        touches: &[Touch],
+        policy: &Bound<'py, PyAny>,
+        classes: &Bound<'py, PyTuple>,
+        nothing: &Bound<'py, PyAny>,
+        seen_of: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let mut prints: Vec<u64> = Vec::with_capacity(touches.len());
+        for t in touches {
+            match hex_id(&t.event_id) {
+                Some(v) => prints.push((v >> 64) as u64),
+                None => return Ok(None),
+            }
+        }
+        let mut unique = prints.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.len() != prints.len() {
+            return Ok(None);
+        }
+        let lateness_ms: i64 = policy.getattr(intern!(py, "lateness_ms"))?.extract()?;
+        let lateness_touches: i64 = policy.getattr(intern!(py, "lateness_touches"))?.extract()?;
+        let newest = touches[touches.len() - 1].at;
+        let cut = newest - lateness_ms;
+        let settled_upto = touches.partition_point(|t| t.at < cut) as i64;
+        let keep = settled_upto
+            .max(touches.len() as i64 - lateness_touches)
+            .max(0) as usize;
+        let tally_classes = PyTuple::new_bound(py, [classes.get_item(0)?, classes.get_item(1)?]);
+        let settled = if keep > 0 {
+            let fields = touches[..keep].iter().map(|t| Ok(self.fields(py, t)));
+            match fold(py, nothing, fields, policy, &tally_classes)? {
+                Some(tally) => tally,
+                None => return Ok(None),
+            }
+        } else {
+            nothing.clone()
+        };
+        let fields = touches[keep..].iter().map(|t| Ok(self.fields(py, t)));
+        let Some(view) = fold(py, &settled, fields, policy, &tally_classes)? else {
+            return Ok(None);
+        };
+        let timeline = PyTuple::new_bound(py, self.py_touches(py, &touches[keep..])?);
+        let horizon = if keep > 0 {
+            let last = &touches[keep - 1];
+            PyTuple::new_bound(
+                py,
+                [
+                    last.at.into_py(py),
+                    PyString::new_bound(py, &last.event_id).into_any().unbind(),
+                ],
+            )
+            .into_any()
+        } else {
+            py.None().into_bound(py)
+        };
+        let kwargs = PyDict::new_bound(py);
+        kwargs.set_item(intern!(py, "workspace"), workspace)?;
+        kwargs.set_item(intern!(py, "contact_id"), contact)?;
+        kwargs.set_item(intern!(py, "settled"), settled)?;
+        kwargs.set_item(intern!(py, "timeline"), timeline)?;
+        kwargs.set_item(intern!(py, "view"), view)?;
+        kwargs.set_item(intern!(py, "newest"), newest)?;
+        kwargs.set_item(intern!(py, "seen"), seen_of.call1((prints,))?)?;
+        kwargs.set_item(intern!(py, "revision"), touches.len())?;
+        kwargs.set_item(intern!(py, "horizon"), horizon)?;
+        Ok(Some(classes.get_item(2)?.call((), Some(&kwargs))?))
     }
 
     fn row_of(&mut self, d: &Doc, contact_id: &str, at: i64, received: i64) {
@@ -451,11 +585,10 @@ impl Decoder {
             seen_hex: FxHashSet::default(),
             seen_other: FxHashSet::default(),
             buckets: FxHashMap::default(),
+            groups: FxHashMap::default(),
             key: String::new(),
             rows: Rows::default(),
-            shared: Shared {
-                known: FxHashMap::default(),
-            },
+            names: Names::default(),
             events: 0,
             interactions: 0,
             duplicates: 0,
@@ -516,14 +649,141 @@ impl Decoder {
         ))
     }
 
-    /// Each (workspace, identity)'s touches, handed over once (the decoder forgets them).
+    /// Each (workspace, identity)'s touches as Python `Touch` lists, handed over once (the
+    /// decoder forgets them).
     fn take_touches<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new_bound(py);
-        for (key, touches) in self.buckets.drain() {
+        for (key, touches) in std::mem::take(&mut self.buckets) {
             let (workspace, identity) = key.split_once('\0').unwrap_or((&key, ""));
-            out.set_item((workspace, identity), touches.bind(py))?;
+            out.set_item((workspace, identity), self.py_touches(py, &touches)?)?;
         }
         Ok(out)
+    }
+
+    /// Python `Touch`es of an identity (read by the Python decoder) joined to its own.
+    fn add_touches(
+        &mut self,
+        py: Python<'_>,
+        workspace: &str,
+        identity: &str,
+        touches: &Bound<'_, PyList>,
+    ) -> PyResult<()> {
+        let mut made = Vec::with_capacity(touches.len());
+        for touch in touches.iter() {
+            let f = fields_of(py, &touch)?;
+            let optional = |names: &mut Names, v: &Bound<'_, PyAny>| -> PyResult<Option<u32>> {
+                if v.is_none() {
+                    Ok(None)
+                } else {
+                    Ok(Some(names.of(py, v.downcast::<PyString>()?.to_str()?)))
+                }
+            };
+            made.push(Touch {
+                at: f.at,
+                event_id: f.event_id.to_str()?.into(),
+                inbound: f.inbound,
+                conversational: f.conversational,
+                kind: self.names.of(py, f.kind.to_str()?),
+                intent: self.names.of(py, f.intent.to_str()?),
+                platform: self
+                    .names
+                    .of(py, f.platform.downcast::<PyString>()?.to_str()?),
+                conversation: optional(&mut self.names, &f.conversation_id)?,
+                member: optional(&mut self.names, &f.member)?,
+            });
+        }
+        let key: Box<str> = format!("{workspace}\0{identity}").into();
+        self.buckets.entry(key).or_default().extend(made);
+        Ok(())
+    }
+
+    /// The touches grouped by relationship, each identity's under the contact `contacts`
+    /// ((workspace, identity) -> contact) resolves it to (itself when absent).
+    fn group(&mut self, contacts: &Bound<'_, PyDict>) -> PyResult<()> {
+        for (key, touches) in std::mem::take(&mut self.buckets) {
+            let (workspace, identity) = key.split_once('\0').unwrap_or((&key, ""));
+            let contact = match contacts.get_item((workspace, identity))? {
+                Some(c) => c.extract::<String>()?,
+                None => identity.to_owned(),
+            };
+            let group = self
+                .groups
+                .entry((workspace.to_owned(), contact))
+                .or_default();
+            group.extend(touches);
+        }
+        Ok(())
+    }
+
+    /// The grouped touches of these relationships ((workspace, contact) pairs), as lists of
+    /// Python `Touch` lists by relationship; they leave the decoder.
+    fn take_groups<'py>(
+        &mut self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new_bound(py);
+        for key in keys.iter()? {
+            let (workspace, contact): (String, String) = key?.extract()?;
+            if let Some(touches) = self.groups.remove(&(workspace.clone(), contact.clone())) {
+                let lists = PyList::new_bound(py, [self.py_touches(py, &touches)?]);
+                out.set_item((workspace, contact), lists)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every grouped relationship folded (`replayed`) and handed to `emit(states, touches)`
+    /// 500 at a time, as a list of (workspace, contact, state) and how many touches they
+    /// folded; the states the Python fold must make come from `fallback(workspace, contact,
+    /// touches)`. `classes` is (Tally, Run, RelationshipState). Consumes the groups.
+    #[allow(clippy::too_many_arguments)]
+    fn replay<'py>(
+        &mut self,
+        py: Python<'py>,
+        policy_of: &Bound<'py, PyAny>,
+        classes: &Bound<'py, PyTuple>,
+        nothing: &Bound<'py, PyAny>,
+        seen_of: &Bound<'py, PyAny>,
+        fallback: &Bound<'py, PyAny>,
+        emit: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let mut groups = std::mem::take(&mut self.groups);
+        let mut policies: FxHashMap<String, Bound<'py, PyAny>> = FxHashMap::default();
+        let mut keys: Vec<(String, String)> = groups.keys().cloned().collect();
+        keys.sort_unstable(); // the same order whatever the hashing
+        let mut states = PyList::empty_bound(py);
+        let mut folded = 0usize;
+        for key in keys {
+            let mut touches = groups.remove(&key).unwrap_or_default();
+            let (workspace, contact) = (&key.0, &key.1);
+            touches.sort_unstable_by(|a, b| (a.at, &a.event_id).cmp(&(b.at, &b.event_id)));
+            let policy = match policies.get(workspace) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = policy_of.call1((workspace,))?;
+                    policies.insert(workspace.clone(), p.clone());
+                    p
+                }
+            };
+            let state = match self.replayed(
+                py, workspace, contact, &touches, &policy, classes, nothing, seen_of,
+            )? {
+                Some(state) => state,
+                None => fallback.call1((workspace, contact, self.py_touches(py, &touches)?))?,
+            };
+            states.append((workspace, contact, state))?;
+            folded += touches.len();
+            if states.len() >= 500 {
+                emit.call1((states, folded))?;
+                states = PyList::empty_bound(py);
+                folded = 0;
+            }
+        }
+        if !states.is_empty() {
+            emit.call1((states, folded))?;
+        }
+        Ok(())
     }
 
     /// The identities holding touches, as (workspace, identity).
@@ -535,8 +795,8 @@ impl Decoder {
     }
 
     /// How many touches are held.
-    fn touches(&self, py: Python<'_>) -> usize {
-        self.buckets.values().map(|l| l.bind(py).len()).sum()
+    fn touches(&self) -> usize {
+        self.buckets.values().map(Vec::len).sum()
     }
 
     /// A 64-bit hash of every id seen (int64, little-endian bytes), the same for the same id

@@ -80,12 +80,58 @@ fn sorted_two(existing: &[i64], at: i64) -> Vec<i64> {
     all
 }
 
+/// What the fold reads of one touch.
+pub struct Fields<'py> {
+    pub at: i64,
+    pub event_id: Bound<'py, PyString>,
+    pub inbound: bool,
+    pub kind: Bound<'py, PyString>,
+    pub conversational: bool,
+    pub intent: Bound<'py, PyString>,
+    pub platform: Bound<'py, PyAny>,
+    pub conversation_id: Bound<'py, PyAny>, // None or a str
+    pub member: Bound<'py, PyAny>,          // None or a str
+}
+
+/// A Python `Touch`'s fields.
+pub fn fields_of<'py>(py: Python<'py>, touch: &Bound<'py, PyAny>) -> PyResult<Fields<'py>> {
+    Ok(Fields {
+        at: touch.getattr(intern!(py, "at"))?.extract()?,
+        event_id: touch
+            .getattr(intern!(py, "event_id"))?
+            .downcast_into::<PyString>()?,
+        inbound: touch.getattr(intern!(py, "inbound"))?.extract()?,
+        kind: touch
+            .getattr(intern!(py, "kind"))?
+            .downcast_into::<PyString>()?,
+        conversational: touch.getattr(intern!(py, "conversational"))?.extract()?,
+        intent: touch
+            .getattr(intern!(py, "intent"))?
+            .downcast_into::<PyString>()?,
+        platform: touch.getattr(intern!(py, "platform"))?,
+        conversation_id: touch.getattr(intern!(py, "conversation_id"))?,
+        member: touch.getattr(intern!(py, "member"))?,
+    })
+}
+
 /// `fold_in_order(t, touches, policy)`; `classes` is (Tally, Run). None: fold in Python.
 #[pyfunction]
 pub fn fold_in_order<'py>(
     py: Python<'py>,
     t: &Bound<'py, PyAny>,
     touches: &Bound<'py, PyAny>,
+    policy: &Bound<'py, PyAny>,
+    classes: &Bound<'py, PyTuple>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let fields = touches.iter()?.map(|touch| fields_of(py, &touch?));
+    fold(py, t, fields, policy, classes)
+}
+
+/// The fold over any source of touch fields (Python touches, or the decoder's own).
+pub fn fold<'py>(
+    py: Python<'py>,
+    t: &Bound<'py, PyAny>,
+    touches: impl Iterator<Item = PyResult<Fields<'py>>>,
     policy: &Bound<'py, PyAny>,
     classes: &Bound<'py, PyTuple>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -182,15 +228,15 @@ pub fn fold_in_order<'py>(
         Some((pair.get_item(0)?.extract()?, pair.get_item(1)?))
     };
 
-    for touch in touches.iter()? {
+    for touch in touches {
         let touch = touch?;
-        let at: i64 = touch.getattr(intern!(py, "at"))?.extract()?;
-        let inbound: bool = touch.getattr(intern!(py, "inbound"))?.extract()?;
-        let intent_obj = touch.getattr(intern!(py, "intent"))?;
-        let intent = intent_obj.downcast::<PyString>()?.to_str()?;
-        let platform_obj = touch.getattr(intern!(py, "platform"))?;
-        let kind_obj = touch.getattr(intern!(py, "kind"))?;
-        let kind = kind_obj.downcast::<PyString>()?.to_str()?;
+        let at = touch.at;
+        let inbound = touch.inbound;
+        let intent_obj = touch.intent;
+        let intent = intent_obj.to_str()?;
+        let platform_obj = touch.platform;
+        let kind_obj = touch.kind;
+        let kind = kind_obj.to_str()?;
         let key = (inbound, kind.to_owned(), intent.to_owned());
         let weight = match weights.get(&key) {
             Some(w) => *w,
@@ -301,9 +347,7 @@ pub fn fold_in_order<'py>(
                 last_out_at = Some(at);
             }
         }
-        let event_id = touch
-            .getattr(intern!(py, "event_id"))?
-            .downcast_into::<PyString>()?;
+        let event_id = touch.event_id;
         let later = match &last_order {
             None => true,
             Some((o_at, o_id)) => {
@@ -317,17 +361,14 @@ pub fn fold_in_order<'py>(
         if !platforms.contains(&platform_obj)? && !contains(&new_platforms, &platform_obj)? {
             new_platforms.push(platform_obj.clone());
         }
-        let member = touch.getattr(intern!(py, "member"))?;
+        let member = touch.member;
         if !member.is_none() && !members.contains(&member)? && !contains(&new_members, &member)? {
             new_members.push(member);
         }
-        if !touch
-            .getattr(intern!(py, "conversational"))?
-            .extract::<bool>()?
-        {
+        if !touch.conversational {
             continue;
         }
-        let cid = touch.getattr(intern!(py, "conversation_id"))?;
+        let cid = touch.conversation_id;
         if !cid.is_none() {
             // _conversation
             let dict = match &conversations {

@@ -26,6 +26,7 @@ from events.models import (
     epoch_ms,
     parse_event,
 )
+from projections import seen as seen_set
 from projections.policy import Policy, policy_for
 from projections.relationship import (
     RelationshipState,
@@ -34,7 +35,7 @@ from projections.relationship import (
     touch_of,
     view_row,
 )
-from projections.tally import Touch
+from projections.tally import Run, Tally, Touch
 from rapport.workspaces import WorkspaceRegistry
 from streams.replay import native as native_core
 from streams.replay.arrow import interaction_arrow
@@ -132,6 +133,8 @@ class _Identity:
 
 
 Job = tuple[str, str, list[Touch]]  # workspace, contact, its touches sorted
+# What the native fold hands over per 500 relationships: read-model rows, table records, touches.
+Emit = Callable[[list[tuple[str, dict[str, Any]]], list[tuple[bytes, bytes]], int], None]
 
 
 @dataclass
@@ -170,18 +173,22 @@ def fold_jobs(
 ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[bytes, bytes]], list[RelationshipState]]:
     """Each job's relationship, its read-model row and its table record (`native`: with the
     native fold where it is built)."""
+    states = [(w, c, replayed(w, c, touches, policies[w], native)) for w, c, touches in jobs]
+    views, changelog = state_rows(states, policies)
+    return views, changelog, [s for _, _, s in states] if keep_states else []
+
+
+def state_rows(
+    states: list[tuple[str, str, RelationshipState]], policies: dict[str, Policy]
+) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[bytes, bytes]]]:
+    """Each relationship's read-model row and its table record."""
     views: list[tuple[str, dict[str, Any]]] = []
     changelog: list[tuple[bytes, bytes]] = []
-    kept: list[RelationshipState] = []
-    for workspace, contact, touches in jobs:
-        policy = policies[workspace]
-        state = replayed(workspace, contact, touches, policy, native)
+    for workspace, contact, state in states:
         key = relationship_key(workspace, contact)
-        views.append((key, view_row(state, policy)))
+        views.append((key, view_row(state, policies[workspace])))
         changelog.append((key.encode(), state.to_json()))  # the bytes the live worker writes
-        if keep_states:
-            kept.append(state)
-    return views, changelog, kept
+    return views, changelog
 
 
 _FORKED: dict[str, Any] = {}  # what a forked fold process inherits
@@ -474,6 +481,56 @@ class Recalculation:
                 contact = contacts.get((workspace, identity), identity)
                 groups.setdefault((workspace, contact), []).append(touches)
         return rows, groups
+
+    @property
+    def folds_natively(self) -> bool:
+        """Whether `fold_natively` may be used (a flat-rows read with the native core)."""
+        return self._native is not None
+
+    def fold_natively(
+        self,
+        contacts: dict[tuple[str, str], str],
+        shared: Collection[tuple[str, str]],
+        policy_of: Callable[[str], Policy],
+    ) -> tuple[dict[tuple[str, str], list[list[Touch]]], Callable[[Emit], dict[str, Policy]]]:
+        """The native core's side of `assign` then `fold_jobs`, with no Python touch but the
+        timelines': the touches of the `shared` relationships at once (they leave), and a call
+        that folds every other relationship, handing each 500 of them to its `emit(views,
+        changelog, touches)`, and returns the workspaces' policies. Consumes the events."""
+        native = self._native
+        assert native is not None
+        for (workspace, identity), bucket in self._by_identity.items():
+            if identity is not None and bucket.touches:  # read by the Python decoder
+                native.add_touches(workspace, identity, bucket.touches)
+        self._by_identity = {}
+        native.group(contacts)
+        handed = native.take_groups(list(shared))
+        policies: dict[str, Policy] = {}
+
+        def policy(workspace: str) -> Policy:
+            found = policies.get(workspace)
+            if found is None:
+                found = policies[workspace] = policy_of(workspace)
+            return found
+
+        def fold(emit: Emit) -> dict[str, Policy]:
+            def fallback(workspace: str, contact: str, touches: list[Touch]) -> RelationshipState:
+                return replayed(workspace, contact, touches, policy(workspace), self.native)
+
+            def emitted(states: list[tuple[str, str, RelationshipState]], touches: int) -> None:
+                emit(*state_rows(states, policies), touches)
+
+            native.replay(
+                policy,
+                (Tally, Run, RelationshipState),
+                Tally(),
+                seen_set.of,
+                fallback,
+                emitted,
+            )
+            return policies
+
+        return handed, fold
 
     def finish(
         self,

@@ -63,24 +63,33 @@ def _shard_main(
         if message[0] != "go":
             return
         contacts, shared, changelog_topic = message[1], message[2], message[3]
-        _, groups = calc.assign(contacts)
         data = resolve_contacts(pa.concat_tables(parts), contacts) if parts else None
         parts.clear()
         send_arrow(conn, "rows", data, 0 if data is None else data.num_rows, spool=spool)
         del data
-        conn.send(("shared", {key: groups.pop(key) for key in shared if key in groups}))
-        jobs, policies = jobs_of(groups, policy_of)
-        del groups
         views: list[tuple[str, dict[str, Any]]] = []
         changelog: list[tuple[bytes, bytes]] = []
-        for start in range(0, len(jobs), 500):
-            part = jobs[start : start + 500]
-            more = fold_jobs(part, policies, False, settings.replay_native)
-            views += more[0]
-            changelog += more[1]
-            folded.value += sum(len(j[2]) for j in part)
+
+        def emit(more_views: Any, more_changelog: Any, touches: int) -> None:
+            views.extend(more_views)
+            changelog.extend(more_changelog)
+            folded.value += touches
+
+        if calc.folds_natively:  # no Python touch but the timelines'
+            handed, fold = calc.fold_natively(contacts, shared, policy_of)
+            conn.send(("shared", handed))
+            policies = fold(emit)
+        else:
+            _, groups = calc.assign(contacts)
+            conn.send(("shared", {key: groups.pop(key) for key in shared if key in groups}))
+            jobs, policies = jobs_of(groups, policy_of)
+            del groups
+            for start in range(0, len(jobs), 500):
+                part = jobs[start : start + 500]
+                emit(*fold_jobs(part, policies, False, settings.replay_native)[:2],
+                     sum(len(j[2]) for j in part))  # fmt: skip
         table = relationship_arrow([view for _, view in views])
-        del views
+        views.clear()
         produced = 0
         if changelog_topic is not None:  # the worker state: this shard's records, from here
             append_records(settings, changelog_topic, changelog, timeout_s=120)
