@@ -1,12 +1,14 @@
-//! The replay's hot path in native code: logged events (JSON) straight into the fold's touches
-//! and the interaction rows' Arrow columns, with no Python object per field.
+//! The replay's hot path in native code: logged events (JSON) straight into touches kept in
+//! Rust and the interaction rows' Arrow columns, with no Python object per field; then, once the
+//! identity map is known, the touches grouped by relationship and each relationship replayed
+//! (`projections.relationship.replayed`, with `crate::fold`).
 //!
 //! It takes only the events it is sure of: current-version interactions whose every field it
 //! reads has the exact form `streams.replay.recalculation` decodes with msgspec (complete, plain
-//! RFC 3339 times with an offset, ids within 64 bits). Anything else it hands back untouched,
-//! and the Python decoder (the reference) takes it, so what it accepts gives the same touches
-//! and rows as the Python path (tested on both, field for field) and what it refuses goes the
-//! Python way unchanged.
+//! RFC 3339 times with an offset). Anything else it hands back untouched, and the Python decoder
+//! (the reference) takes it, so what it accepts gives the same touches and rows as the Python
+//! path (tested on both, field for field) and what it refuses goes the Python way unchanged.
+//! Likewise a relationship it cannot replay goes to the Python `replayed`.
 
 use crate::fold::{fields_of, fold, Fields};
 use pyo3::intern;

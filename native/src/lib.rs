@@ -1,8 +1,9 @@
 //! Rapport's native core for the replay (a Python extension, `rapport_native`).
 //!
-//! `decode`: logged events straight into the fold's touches and the interaction rows' Arrow
-//! columns. `fold`: a whole sorted history folded into one tally. Each stands in for a Python
-//! function that stays the reference, tested equal to it.
+//! `decode`: logged events straight into touches and the interaction rows' Arrow columns, and
+//! each relationship's touches replayed into its state. `fold`: a whole sorted history folded
+//! into one tally. Each stands in for a Python function that stays the reference, tested equal
+//! to it (tests/unit/test_replay_native.py, tests/unit/test_in_order_fold.py).
 
 #![allow(clippy::useless_conversion)] // PyO3 0.22's #[pymethods] expansion, not our code
 
