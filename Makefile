@@ -12,7 +12,7 @@ setup: $(STAMP)
 # The replay's native decoder (native/, Rust) is built by cargo through maturin; rustup puts
 # cargo in ~/.cargo/bin, which a non-login shell may not have on its PATH.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
-NATIVE := native/Cargo.toml native/Cargo.lock native/pyproject.toml native/src/lib.rs
+NATIVE := native/Cargo.toml native/Cargo.lock native/pyproject.toml $(wildcard native/src/*.rs)
 
 $(STAMP): pyproject.toml scripts/ensure-system-deps.sh $(NATIVE)
 	@scripts/ensure-system-deps.sh
