@@ -10,7 +10,7 @@
 //! path (tested on both, field for field) and what it refuses goes the Python way unchanged.
 //! Likewise a relationship it cannot replay goes to the Python `replayed`.
 
-use crate::fold::{fields_of, fold, Fields};
+use crate::fold::{fields_of, fold, Fields, Knobs};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -465,7 +465,7 @@ impl Decoder {
         workspace: &str,
         contact: &str,
         touches: &[Touch],
-        policy: &Bound<'py, PyAny>,
+        knobs: &Knobs<'py>,
         classes: &Bound<'py, PyTuple>,
         nothing: &Bound<'py, PyAny>,
         seen_of: &Bound<'py, PyAny>,
@@ -483,18 +483,16 @@ impl Decoder {
         if unique.len() != prints.len() {
             return Ok(None);
         }
-        let lateness_ms: i64 = policy.getattr(intern!(py, "lateness_ms"))?.extract()?;
-        let lateness_touches: i64 = policy.getattr(intern!(py, "lateness_touches"))?.extract()?;
+        let (lateness_ms, lateness_touches) = (knobs.lateness_ms, knobs.lateness_touches);
         let newest = touches[touches.len() - 1].at;
         let cut = newest - lateness_ms;
         let settled_upto = touches.partition_point(|t| t.at < cut) as i64;
         let keep = settled_upto
             .max(touches.len() as i64 - lateness_touches)
             .max(0) as usize;
-        let tally_classes = PyTuple::new_bound(py, [classes.get_item(0)?, classes.get_item(1)?]);
         let settled = if keep > 0 {
             let fields = touches[..keep].iter().map(|t| Ok(self.fields(py, t)));
-            match fold(py, nothing, fields, policy, &tally_classes)? {
+            match fold(py, nothing, fields, knobs, classes)? {
                 Some(tally) => tally,
                 None => return Ok(None),
             }
@@ -502,7 +500,7 @@ impl Decoder {
             nothing.clone()
         };
         let fields = touches[keep..].iter().map(|t| Ok(self.fields(py, t)));
-        let Some(view) = fold(py, &settled, fields, policy, &tally_classes)? else {
+        let Some(view) = fold(py, &settled, fields, knobs, classes)? else {
             return Ok(None);
         };
         let timeline = PyTuple::new_bound(py, self.py_touches(py, &touches[keep..])?);
@@ -751,7 +749,7 @@ impl Decoder {
         emit: &Bound<'py, PyAny>,
     ) -> PyResult<()> {
         let mut groups = std::mem::take(&mut self.groups);
-        let mut policies: FxHashMap<String, Bound<'py, PyAny>> = FxHashMap::default();
+        let mut knobs: FxHashMap<String, Knobs<'py>> = FxHashMap::default();
         let mut keys: Vec<(String, String)> = groups.keys().cloned().collect();
         keys.sort_unstable(); // the same order whatever the hashing
         let mut states = PyList::empty_bound(py);
@@ -760,16 +758,19 @@ impl Decoder {
             let mut touches = groups.remove(&key).unwrap_or_default();
             let (workspace, contact) = (&key.0, &key.1);
             touches.sort_unstable_by(|a, b| (a.at, &a.event_id).cmp(&(b.at, &b.event_id)));
-            let policy = match policies.get(workspace) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = policy_of.call1((workspace,))?;
-                    policies.insert(workspace.clone(), p.clone());
-                    p
-                }
-            };
+            if !knobs.contains_key(workspace) {
+                let read = Knobs::of(&policy_of.call1((workspace,))?)?;
+                knobs.insert(workspace.clone(), read);
+            }
             let state = match self.replayed(
-                py, workspace, contact, &touches, &policy, classes, nothing, seen_of,
+                py,
+                workspace,
+                contact,
+                &touches,
+                &knobs[workspace],
+                classes,
+                nothing,
+                seen_of,
             )? {
                 Some(state) => state,
                 None => fallback.call1((workspace, contact, self.py_touches(py, &touches)?))?,

@@ -124,30 +124,54 @@ pub fn fold_in_order<'py>(
     classes: &Bound<'py, PyTuple>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let fields = touches.iter()?.map(|touch| fields_of(py, &touch?));
-    fold(py, t, fields, policy, classes)
+    fold(py, t, fields, &Knobs::of(policy)?, classes)
+}
+
+/// What the fold and the replay read of a workspace's policy, read once.
+pub struct Knobs<'py> {
+    half_life: f64,
+    trailing_days: i64,
+    limit: Bound<'py, PyAny>,
+    move_ms: f64,
+    gap_ms: f64,
+    weight_of: Bound<'py, PyAny>,
+    pub lateness_ms: i64,
+    pub lateness_touches: i64,
+}
+
+impl<'py> Knobs<'py> {
+    pub fn of(policy: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let py = policy.py();
+        let days = |name: &Bound<'py, PyString>| -> PyResult<f64> {
+            Ok(policy.getattr(name)?.extract::<f64>()? * DAY_MS as f64)
+        };
+        Ok(Knobs {
+            half_life: policy.getattr(intern!(py, "half_life_ms"))?.extract()?,
+            trailing_days: policy.getattr(intern!(py, "trailing_days"))?.extract()?,
+            limit: policy.getattr(intern!(py, "exact_latencies"))?,
+            move_ms: days(intern!(py, "platform_move_days"))?,
+            gap_ms: days(intern!(py, "conversation_gap_days"))?,
+            weight_of: policy.getattr(intern!(py, "weight"))?,
+            lateness_ms: policy.getattr(intern!(py, "lateness_ms"))?.extract()?,
+            lateness_touches: policy.getattr(intern!(py, "lateness_touches"))?.extract()?,
+        })
+    }
 }
 
 /// The fold over any source of touch fields (Python touches, or the decoder's own).
+/// `classes` starts with (Tally, Run).
 pub fn fold<'py>(
     py: Python<'py>,
     t: &Bound<'py, PyAny>,
     touches: impl Iterator<Item = PyResult<Fields<'py>>>,
-    policy: &Bound<'py, PyAny>,
+    knobs: &Knobs<'py>,
     classes: &Bound<'py, PyTuple>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let half_life: f64 = policy.getattr(intern!(py, "half_life_ms"))?.extract()?;
-    let trailing_days: i64 = policy.getattr(intern!(py, "trailing_days"))?.extract()?;
-    let limit = policy.getattr(intern!(py, "exact_latencies"))?;
-    let move_ms: f64 = policy
-        .getattr(intern!(py, "platform_move_days"))?
-        .extract::<f64>()?
-        * DAY_MS as f64;
-    let gap_ms: f64 = policy
-        .getattr(intern!(py, "conversation_gap_days"))?
-        .extract::<f64>()?
-        * DAY_MS as f64;
-    let weight_of = policy.getattr(intern!(py, "weight"))?;
-    let mut weights: FxHashMap<(bool, String, String), f64> = FxHashMap::default();
+    let (half_life, trailing_days, limit) = (knobs.half_life, knobs.trailing_days, &knobs.limit);
+    let (move_ms, gap_ms, weight_of) = (knobs.move_ms, knobs.gap_ms, &knobs.weight_of);
+    // By the (interned) kind and intent strings' identity: an equal string that is another
+    // object only makes a second entry of the same weight.
+    let mut weights: FxHashMap<(bool, usize, usize), f64> = FxHashMap::default();
 
     let mut count: i64 = t.getattr(intern!(py, "count"))?.extract()?;
     let mut first_at = int_or_none(&t.getattr(intern!(py, "first_at"))?)?;
@@ -236,8 +260,11 @@ pub fn fold<'py>(
         let intent = intent_obj.to_str()?;
         let platform_obj = touch.platform;
         let kind_obj = touch.kind;
-        let kind = kind_obj.to_str()?;
-        let key = (inbound, kind.to_owned(), intent.to_owned());
+        let key = (
+            inbound,
+            kind_obj.as_ptr() as usize,
+            intent_obj.as_ptr() as usize,
+        );
         let weight = match weights.get(&key) {
             Some(w) => *w,
             None => {
@@ -485,7 +512,7 @@ pub fn fold<'py>(
         intern!(py, "our"),
         our.call_method1(
             intern!(py, "add_many"),
-            (PyList::new_bound(py, &our_new), &limit),
+            (PyList::new_bound(py, &our_new), limit),
         )?,
     )?;
     set(intern!(py, "their_open_since"), opt(their_open))?;
@@ -493,7 +520,7 @@ pub fn fold<'py>(
         intern!(py, "their"),
         their.call_method1(
             intern!(py, "add_many"),
-            (PyList::new_bound(py, &their_new), &limit),
+            (PyList::new_bound(py, &their_new), limit),
         )?,
     )?;
     set(

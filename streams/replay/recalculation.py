@@ -271,7 +271,7 @@ class Recalculation:
         # takes the current-version interactions of a flat-rows read (the shards') and hands
         # the rest back to `add`, and then holds the seen ids of both; its fold folds.
         self.native = native
-        self._native = (
+        self._decoder = (
             native_core.decoder(Touch, _CONVERSATIONAL, self.only) if flat_rows and native else None
         )
         self.links = 0
@@ -280,15 +280,15 @@ class Recalculation:
 
     @property
     def events(self) -> int:
-        return self._events + (self._native.events if self._native else 0)
+        return self._events + (self._decoder.events if self._decoder else 0)
 
     @property
     def interactions(self) -> int:
-        return self._interactions + (self._native.interactions if self._native else 0)
+        return self._interactions + (self._decoder.interactions if self._decoder else 0)
 
     @property
     def duplicates(self) -> int:
-        return self._duplicates + (self._native.duplicates if self._native else 0)
+        return self._duplicates + (self._decoder.duplicates if self._decoder else 0)
 
     def add_many(self, values: Iterable[bytes]) -> None:
         for value in values:
@@ -297,10 +297,10 @@ class Recalculation:
     def add_records(self, records: list[tuple[bytes | None, bytes]]) -> None:
         """A batch of logged (key, value) records: `add` of each value, the native decoder
         first where there is one."""
-        if self._native is not None:
+        if self._decoder is not None:
             index, count = 0, len(records)
             while index < count:
-                index = self._native.add_records(records, index)
+                index = self._decoder.add_records(records, index)
                 if index < count:  # one it does not take: here, in its place in the log
                     self.add(records[index][1])
                     index += 1
@@ -310,8 +310,8 @@ class Recalculation:
 
     def _first(self, event_id: str) -> bool:
         """Whether the event is seen for the first time (it is from now on)."""
-        if self._native is not None:
-            return bool(self._native.first_seen(event_id))
+        if self._decoder is not None:
+            return bool(self._decoder.first_seen(event_id))
         if event_id in self._seen:
             return False
         self._seen.add(event_id)
@@ -380,8 +380,8 @@ class Recalculation:
         """The rows collected since the last call (flat_rows only) as one Arrow table
         (`interaction_arrow`), or None."""
         tables = []
-        if self._native is not None:
-            count, strings, numbers = self._native.take_rows()
+        if self._decoder is not None:
+            count, strings, numbers = self._decoder.take_rows()
             if count:
                 tables.append(native_core.interaction_table(count, strings, numbers))
         made = interaction_arrow(self.take_rows())
@@ -438,18 +438,18 @@ class Recalculation:
             "identities": list(
                 dict.fromkeys(
                     [key for key in self._by_identity if key[1] is not None]
-                    + (self._native.identities() if self._native else [])
+                    + (self._decoder.identities() if self._decoder else [])
                 )
             ),
             "ids": self._id_hashes(),
             "touches": sum(len(b.touches) for b in self._by_identity.values())
-            + (self._native.touches() if self._native else 0),
+            + (self._decoder.touches() if self._decoder else 0),
         }
 
     def _id_hashes(self) -> array[int]:
-        if self._native is not None:  # it holds every id seen (`_first`)
+        if self._decoder is not None:  # it holds every id seen (`_first`)
             ids = array("q")
-            ids.frombytes(self._native.id_hashes())
+            ids.frombytes(self._decoder.id_hashes())
             if sys.byteorder != "little":
                 ids.byteswap()
             return ids
@@ -478,8 +478,8 @@ class Recalculation:
             if bucket.touches:
                 groups.setdefault((workspace, contact), []).append(bucket.touches)
         self._by_identity = {}
-        if self._native is not None:
-            for (workspace, identity), touches in self._native.take_touches().items():
+        if self._decoder is not None:
+            for (workspace, identity), touches in self._decoder.take_touches().items():
                 contact = contacts.get((workspace, identity), identity)
                 groups.setdefault((workspace, contact), []).append(touches)
         return rows, groups
@@ -487,7 +487,7 @@ class Recalculation:
     @property
     def folds_natively(self) -> bool:
         """Whether `fold_natively` may be used (a flat-rows read with the native core)."""
-        return self._native is not None
+        return self._decoder is not None
 
     def fold_natively(
         self,
@@ -499,7 +499,7 @@ class Recalculation:
         timelines': the touches of the `shared` relationships at once (they leave), and a call
         that folds every other relationship, handing each 500 of them to its `emit(views,
         changelog, touches)`, and returns the workspaces' policies. Consumes the events."""
-        native = self._native
+        native = self._decoder
         assert native is not None
         for (workspace, identity), bucket in self._by_identity.items():
             if identity is not None and bucket.touches:  # read by the Python decoder

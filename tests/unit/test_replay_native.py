@@ -47,7 +47,7 @@ def test_the_native_decoder_is_built() -> None:
 def read(values: list[bytes], use_native: bool, **kwargs: Any) -> dict[str, Any]:
     """Everything a shard learns from `values`, fed in fetch-sized batches."""
     calc = Recalculation(kwargs.get("workspaces"), flat_rows=True, native=use_native)
-    assert (calc._native is not None) == use_native
+    assert (calc._decoder is not None) == use_native
     tables = []
     records = [(None, v) for v in values]
     for start in range(0, len(records), 97):
@@ -124,8 +124,8 @@ def test_the_native_decoder_takes_the_current_interactions_itself(
     calc = Recalculation(flat_rows=True)
     calc.add_records([(None, v) for v in real_values])
     kinds = [json.loads(v)["type"] for v in real_values]
-    assert calc._native is not None
-    assert calc._native.events == kinds.count("interaction")  # the links went the Python way
+    assert calc._decoder is not None
+    assert calc._decoder.events == kinds.count("interaction")  # the links went the Python way
     assert calc.events == len(real_values)
 
 
@@ -223,9 +223,9 @@ def test_lone_surrogates_go_the_python_way() -> None:
     good = json.dumps(interaction(), separators=(",", ":")).encode()
     for escape in (b"\\ud800", b"\\udc00x", b"a\\ud83d"):
         calc = Recalculation(flat_rows=True)
-        assert calc._native is not None
+        assert calc._decoder is not None
         calc.add_records([(None, good.replace(b'"member":"m"', b'"member":"' + escape + b'"'))])
-        assert calc._native.events == 0 and calc.events == 1
+        assert calc._decoder.events == 0 and calc.events == 1
 
 
 TIMES = [
