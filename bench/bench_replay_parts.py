@@ -17,7 +17,9 @@ seconds of this process, cyclic GC off as in the replay):
   fold:          `replayed` per touch against `apply_all` of a fresh state (the same result);
                  and the shard's whole fold (`fold_jobs`: state, read-model row, stored JSON);
                  and a shard's fold as it runs with the native core (`fold_natively`: touches
-                 kept in Rust, grouped, sorted and replayed there) against Python alone;
+                 kept in Rust, grouped, sorted and replayed there straight into the stored JSON
+                 and the relationships' Arrow columns) against Python alone, both with the
+                 relationship rows as the Arrow table a shard sends;
   tally JSON:    a tally's stored JSON, encoded: `tally_to_json` (`structs.asdict` and six
                  fields converted) against field by field (its form before) and against a loop
                  over `fields(Tally)` with isinstance (its form before that), same bytes checked;
@@ -227,7 +229,8 @@ def read_batches(batches: list[list[tuple[bytes | None, bytes]]], use_native: bo
 
 
 def shard_fold(values: list[bytes], use_native: bool) -> float:
-    """CPU seconds of a shard's fold of `values` (read beforehand, not timed), rows included."""
+    """CPU seconds of a shard's fold of `values` (read beforehand, not timed): the states, their
+    table records and the `relationships` rows as the Arrow table the shard sends."""
     calc = Recalculation(None, flat_rows=True, native=use_native)
     calc.add_records([(None, v) for v in values])
     calc.take_arrow()
@@ -237,13 +240,15 @@ def shard_fold(values: list[bytes], use_native: bool) -> float:
         kept.extend(views)
 
     def fold() -> None:
+        tables = []
         if calc.folds_natively:
             _, folding = calc.fold_natively({}, (), lambda _: DEFAULT_POLICY)
-            folding(emit)
+            tables.append(folding(emit)[1])
         else:
             _, groups = calc.assign({})
             jobs, policies = jobs_of(groups, lambda _: DEFAULT_POLICY)
-            fold_jobs(jobs, policies, False, native=False)
+            kept.extend(fold_jobs(jobs, policies, False, native=False)[0])
+        tables.append(relationship_arrow([view for _, view in kept]))
 
     return cpu(fold)
 

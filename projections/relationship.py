@@ -116,6 +116,8 @@ class RelationshipState:
     def to_json(self) -> bytes:
         """`to_dict()` as JSON bytes, without re-encoding what the previous write encoded.
 
+        (The replay's native core writes the same bytes, native/src/relationship.rs.)
+
         The worker writes a relationship's whole state at every batch that touches it; for a
         busy relationship that is thousands of timeline touches, of which a batch appends a
         few. Their encoding is kept and extended instead (the same bytes as a full encoding).
@@ -450,7 +452,11 @@ def _reciprocity(gives_out: float, gives_in: float) -> float | None:
 
 
 def view_row(state: RelationshipState, policy: Policy = DEFAULT_POLICY) -> dict[str, Any]:
-    """The relationship as users see it: SPEC section 3 field names, times in epoch ms."""
+    """The relationship as users see it: SPEC section 3 field names, times in epoch ms.
+
+    The replay's native core computes the same row (`write_row` in native/src/relationship.rs,
+    tested equal column for column): a change here is made there too, or its tests fail.
+    """
     v = state.view
     reciprocity = _reciprocity(v.gives_out, v.gives_in)
     asks_recent = sum(a for _, a, _, _, _ in v.trailing)

@@ -248,7 +248,12 @@ def _evolve(t: Tally, changes: dict[str, Any]) -> Tally:
 
 
 def step(t: Tally, touch: Touch, policy: Policy) -> Tally:
-    """Fold the next touch in (occurred_at, event_id) order."""
+    """Fold the next touch in (occurred_at, event_id) order.
+
+    `projections.in_order` and the replay's native core (native/src/fold.rs and
+    native/src/relationship.rs) fold the same way, tested equal bit for bit: change them
+    together.
+    """
     out = _common(t, touch, policy, touch.at)
     if touch.conversational:
         out.update(_waits(t, touch, policy))

@@ -1,19 +1,21 @@
 //! The replay's hot path in native code: logged events (JSON) straight into touches kept in
 //! Rust and the interaction rows' Arrow columns, with no Python object per field; then, once the
 //! identity map is known, the touches grouped by relationship and each relationship replayed
-//! (`projections.relationship.replayed`, with `crate::fold`).
+//! (`projections.relationship.replayed`) into its stored JSON and its row (`crate::relationship`).
 //!
 //! It takes only the events it is sure of: current-version interactions whose every field it
 //! reads has the exact form `streams.replay.recalculation` decodes with msgspec (complete, plain
 //! RFC 3339 times with an offset). Anything else it hands back untouched, and the Python decoder
 //! (the reference) takes it, so what it accepts gives the same touches and rows as the Python
 //! path (tested on both, field for field) and what it refuses goes the Python way unchanged.
-//! Likewise a relationship it cannot replay goes to the Python `replayed`.
+//! Likewise a relationship it is not sure of goes to the Python `replayed`.
 
-use crate::fold::{fields_of, fold, Fields, Knobs};
+use crate::columns::{self, Texts};
+use crate::fold::{fields_of, Knobs};
+use crate::relationship::{self, Reading};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -200,39 +202,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-#[derive(Default)]
-struct Strings {
-    offsets: Vec<i32>,
-    data: Vec<u8>,
-}
-
-impl Strings {
-    fn push(&mut self, s: &str) {
-        if self.offsets.is_empty() {
-            self.offsets.push(0);
-        }
-        self.data.extend_from_slice(s.as_bytes());
-        self.offsets.push(self.data.len() as i32);
-    }
-
-    fn take<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyTuple> {
-        if self.offsets.is_empty() {
-            self.offsets.push(0);
-        }
-        let offsets: Vec<u8> = self.offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
-        let t = PyTuple::new_bound(
-            py,
-            [
-                PyBytes::new_bound(py, &offsets),
-                PyBytes::new_bound(py, &self.data),
-            ],
-        );
-        self.offsets.clear();
-        self.data.clear();
-        t
-    }
-}
-
 const STRING_COLUMNS: usize = 14;
 const NUMBER_COLUMNS: usize = 5;
 
@@ -241,16 +210,17 @@ const NUMBER_COLUMNS: usize = 5;
 #[derive(Default)]
 struct Rows {
     count: usize,
-    strings: [Strings; STRING_COLUMNS],
+    strings: [Texts; STRING_COLUMNS],
     numbers: [Vec<i64>; NUMBER_COLUMNS],
 }
 
 /// The strings the touches share (kind, intent, platform, member, conversation): each kept
 /// once, as an index, with its interned Python string made once.
 #[derive(Default)]
-struct Names {
+pub(crate) struct Names {
     index: FxHashMap<String, u32>,
     strings: Vec<Py<PyString>>,
+    texts: Vec<Box<str>>,
 }
 
 impl Names {
@@ -260,8 +230,13 @@ impl Names {
         }
         let n = self.strings.len() as u32;
         self.strings.push(PyString::intern_bound(py, s).unbind());
+        self.texts.push(s.into());
         self.index.insert(s.to_owned(), n);
         n
+    }
+
+    pub(crate) fn text(&self, n: u32) -> &str {
+        &self.texts[n as usize]
     }
 
     fn get<'py>(&self, py: Python<'py>, n: u32) -> Bound<'py, PyString> {
@@ -274,16 +249,16 @@ impl Names {
 }
 
 /// A touch as the decoder keeps it until the fold: no Python object, the strings by index.
-struct Touch {
-    at: i64,
-    event_id: Box<str>,
-    inbound: bool,
-    conversational: bool,
-    kind: u32,
-    intent: u32,
-    platform: u32,
-    conversation: Option<u32>,
-    member: Option<u32>,
+pub(crate) struct Touch {
+    pub(crate) at: i64,
+    pub(crate) event_id: Box<str>,
+    pub(crate) inbound: bool,
+    pub(crate) conversational: bool,
+    pub(crate) kind: u32,
+    pub(crate) intent: u32,
+    pub(crate) platform: u32,
+    pub(crate) conversation: Option<u32>,
+    pub(crate) member: Option<u32>,
 }
 
 /// What `Recalculation` keeps of the events it decodes natively: the ids it has seen, each
@@ -441,95 +416,6 @@ impl Decoder {
         Ok(list)
     }
 
-    fn fields<'py>(&self, py: Python<'py>, t: &Touch) -> Fields<'py> {
-        Fields {
-            at: t.at,
-            event_id: PyString::new_bound(py, &t.event_id),
-            inbound: t.inbound,
-            kind: self.names.get(py, t.kind),
-            conversational: t.conversational,
-            intent: self.names.get(py, t.intent),
-            platform: self.names.get(py, t.platform).into_any(),
-            conversation_id: self.names.optional(py, t.conversation),
-            member: self.names.optional(py, t.member),
-        }
-    }
-
-    /// `projections.relationship.replayed` of one relationship's touches, sorted by
-    /// (occurred_at, event_id): None when the Python fold must take it (an id not made by
-    /// `events.ids.event_id`, two ids of one fingerprint, a tally the native fold leaves).
-    #[allow(clippy::too_many_arguments)]
-    fn replayed<'py>(
-        &self,
-        py: Python<'py>,
-        workspace: &str,
-        contact: &str,
-        touches: &[Touch],
-        knobs: &Knobs<'py>,
-        classes: &Bound<'py, PyTuple>,
-        nothing: &Bound<'py, PyAny>,
-        seen_of: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let mut prints: Vec<u64> = Vec::with_capacity(touches.len());
-        for t in touches {
-            match hex_id(&t.event_id) {
-                Some(v) => prints.push((v >> 64) as u64),
-                None => return Ok(None),
-            }
-        }
-        let mut unique = prints.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        if unique.len() != prints.len() {
-            return Ok(None);
-        }
-        let (lateness_ms, lateness_touches) = (knobs.lateness_ms, knobs.lateness_touches);
-        let newest = touches[touches.len() - 1].at;
-        let cut = newest - lateness_ms;
-        let settled_upto = touches.partition_point(|t| t.at < cut) as i64;
-        let keep = settled_upto
-            .max(touches.len() as i64 - lateness_touches)
-            .max(0) as usize;
-        let settled = if keep > 0 {
-            let fields = touches[..keep].iter().map(|t| Ok(self.fields(py, t)));
-            match fold(py, nothing, fields, knobs, classes)? {
-                Some(tally) => tally,
-                None => return Ok(None),
-            }
-        } else {
-            nothing.clone()
-        };
-        let fields = touches[keep..].iter().map(|t| Ok(self.fields(py, t)));
-        let Some(view) = fold(py, &settled, fields, knobs, classes)? else {
-            return Ok(None);
-        };
-        let timeline = PyTuple::new_bound(py, self.py_touches(py, &touches[keep..])?);
-        let horizon = if keep > 0 {
-            let last = &touches[keep - 1];
-            PyTuple::new_bound(
-                py,
-                [
-                    last.at.into_py(py),
-                    PyString::new_bound(py, &last.event_id).into_any().unbind(),
-                ],
-            )
-            .into_any()
-        } else {
-            py.None().into_bound(py)
-        };
-        let kwargs = PyDict::new_bound(py);
-        kwargs.set_item(intern!(py, "workspace"), workspace)?;
-        kwargs.set_item(intern!(py, "contact_id"), contact)?;
-        kwargs.set_item(intern!(py, "settled"), settled)?;
-        kwargs.set_item(intern!(py, "timeline"), timeline)?;
-        kwargs.set_item(intern!(py, "view"), view)?;
-        kwargs.set_item(intern!(py, "newest"), newest)?;
-        kwargs.set_item(intern!(py, "seen"), seen_of.call1((prints,))?)?;
-        kwargs.set_item(intern!(py, "revision"), touches.len())?;
-        kwargs.set_item(intern!(py, "horizon"), horizon)?;
-        Ok(Some(classes.get_item(2)?.call((), Some(&kwargs))?))
-    }
-
     fn row_of(&mut self, d: &Doc, contact_id: &str, at: i64, received: i64) {
         fn party<'b>(p: &'b Option<Party>) -> &'b str {
             p.as_ref().map_or("", |p| p.user_id.as_ref())
@@ -567,6 +453,44 @@ impl Decoder {
         }
         self.rows.count += 1;
     }
+}
+
+/// What the native replay reads of a workspace's policy, once, and its weights so far.
+struct Workspace<'py> {
+    knobs: Knobs<'py>,
+    weights: FxHashMap<(bool, u32, u32), Option<f64>>,
+    reading: Reading,
+}
+
+impl<'py> Workspace<'py> {
+    fn of(policy: &Bound<'py, PyAny>) -> PyResult<Self> {
+        let py = policy.py();
+        let cadence = intern!(py, "cadence_ms");
+        Ok(Workspace {
+            knobs: Knobs::of(policy)?,
+            weights: FxHashMap::default(),
+            reading: Reading {
+                limit: policy.getattr(intern!(py, "exact_latencies"))?.extract()?,
+                cadence_qualified_ms: policy.call_method1(cadence, (true,))?.extract()?,
+                cadence_default_ms: policy.call_method1(cadence, (false,))?.extract()?,
+                version: policy.getattr(intern!(py, "version"))?.extract()?,
+            },
+        })
+    }
+}
+
+/// The touches' fingerprints (`projections.seen.fingerprint`), when every id is one
+/// `events.ids.event_id` makes and no two share a fingerprint; else None (the Python fold
+/// takes the relationship).
+fn unique_prints(touches: &[Touch]) -> Option<Vec<u64>> {
+    let mut prints: Vec<u64> = Vec::with_capacity(touches.len());
+    for t in touches {
+        prints.push((hex_id(&t.event_id)? >> 64) as u64);
+    }
+    let mut unique = prints.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    (unique.len() == prints.len()).then_some(prints)
 }
 
 #[pymethods]
@@ -733,60 +657,95 @@ impl Decoder {
         Ok(out)
     }
 
-    /// Every grouped relationship folded (`replayed`) and handed to `emit(states, touches)`
-    /// 500 at a time, as a list of (workspace, contact, state) and how many touches they
-    /// folded; the states the Python fold must make come from `fallback(workspace, contact,
-    /// touches)`. `classes` is (Tally, Run, RelationshipState). Consumes the groups.
-    #[allow(clippy::too_many_arguments)]
+    /// Every grouped relationship replayed (`projections.relationship.replayed`), in native
+    /// code where it can (`crate::relationship`), else by `fallback(workspace, contact,
+    /// touches)` (a `RelationshipState`). Each 500 relationships go to `emit(states, changelog,
+    /// touches)`: the fallback's (workspace, contact, state)s, the native ones' table records
+    /// (key, stored JSON), and how many touches they folded. Returns the native ones'
+    /// `relationships` rows (`crate::columns::Rows::to_python`). Consumes the groups.
     fn replay<'py>(
         &mut self,
         py: Python<'py>,
         policy_of: &Bound<'py, PyAny>,
-        classes: &Bound<'py, PyTuple>,
-        nothing: &Bound<'py, PyAny>,
-        seen_of: &Bound<'py, PyAny>,
         fallback: &Bound<'py, PyAny>,
         emit: &Bound<'py, PyAny>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let mut groups = std::mem::take(&mut self.groups);
-        let mut knobs: FxHashMap<String, Knobs<'py>> = FxHashMap::default();
+        let mut workspaces: FxHashMap<String, Workspace<'py>> = FxHashMap::default();
         let mut keys: Vec<(String, String)> = groups.keys().cloned().collect();
         keys.sort_unstable(); // the same order whatever the hashing
+        let mut rows = columns::Rows::default();
         let mut states = PyList::empty_bound(py);
-        let mut folded = 0usize;
+        let mut changelog = PyList::empty_bound(py);
+        let (mut batch, mut folded) = (0usize, 0usize);
+        let mut stored: Vec<u8> = Vec::new();
         for key in keys {
             let mut touches = groups.remove(&key).unwrap_or_default();
             let (workspace, contact) = (&key.0, &key.1);
             touches.sort_unstable_by(|a, b| (a.at, &a.event_id).cmp(&(b.at, &b.event_id)));
-            if !knobs.contains_key(workspace) {
-                let read = Knobs::of(&policy_of.call1((workspace,))?)?;
-                knobs.insert(workspace.clone(), read);
+            if !workspaces.contains_key(workspace) {
+                let read = Workspace::of(&policy_of.call1((workspace,))?)?;
+                workspaces.insert(workspace.clone(), read);
             }
-            let state = match self.replayed(
-                py,
-                workspace,
-                contact,
-                &touches,
-                &knobs[workspace],
-                classes,
-                nothing,
-                seen_of,
-            )? {
-                Some(state) => state,
-                None => fallback.call1((workspace, contact, self.py_touches(py, &touches)?))?,
+            let place = workspaces.get_mut(workspace).expect("inserted above");
+            stored.clear();
+            let native = match unique_prints(&touches) {
+                Some(prints) => {
+                    let names = &self.names;
+                    let (knobs, weights) = (&place.knobs, &mut place.weights);
+                    let mut weight = |t: &Touch| -> PyResult<Option<f64>> {
+                        let key = (t.inbound, t.kind, t.intent);
+                        if let Some(w) = weights.get(&key) {
+                            return Ok(*w);
+                        }
+                        let direction = if t.inbound { "inbound" } else { "outbound" };
+                        let found = knobs.weight_of.call1((
+                            direction,
+                            names.get(py, t.kind),
+                            names.get(py, t.intent),
+                        ))?;
+                        let w = found.downcast_exact::<PyFloat>().ok().map(|f| f.value());
+                        weights.insert(key, w);
+                        Ok(w)
+                    };
+                    relationship::replay(
+                        workspace,
+                        contact,
+                        &touches,
+                        &prints,
+                        names,
+                        knobs,
+                        &place.reading,
+                        &mut weight,
+                        &mut stored,
+                        &mut rows,
+                    )?
+                }
+                None => false,
             };
-            states.append((workspace, contact, state))?;
+            if native {
+                let record = (
+                    PyBytes::new_bound(py, format!("{workspace}|{contact}").as_bytes()),
+                    PyBytes::new_bound(py, &stored),
+                );
+                changelog.append(record)?;
+            } else {
+                let state = fallback.call1((workspace, contact, self.py_touches(py, &touches)?))?;
+                states.append((workspace, contact, state))?;
+            }
+            batch += 1;
             folded += touches.len();
-            if states.len() >= 500 {
-                emit.call1((states, folded))?;
+            if batch >= 500 {
+                emit.call1((states, changelog, folded))?;
                 states = PyList::empty_bound(py);
-                folded = 0;
+                changelog = PyList::empty_bound(py);
+                (batch, folded) = (0, 0);
             }
         }
-        if !states.is_empty() {
-            emit.call1((states, folded))?;
+        if batch > 0 {
+            emit.call1((states, changelog, folded))?;
         }
-        Ok(())
+        Ok(rows.to_python(py))
     }
 
     /// The identities holding touches, as (workspace, identity).

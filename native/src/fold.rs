@@ -14,12 +14,12 @@ use pyo3::{intern, IntoPy};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 
-const DAY_MS: i64 = 86_400_000;
+pub const DAY_MS: i64 = 86_400_000;
 
 /// `0.5 ** x` as Python computes it: libm's `pow(0.5, x)`. The base is hidden from the
 /// optimiser, which would otherwise rewrite a power of two into `exp2(-x)`, a different
 /// rounding in the last bit.
-fn half_pow(x: f64) -> f64 {
+pub fn half_pow(x: f64) -> f64 {
     std::hint::black_box(0.5_f64).powf(x)
 }
 
@@ -129,12 +129,12 @@ pub fn fold_in_order<'py>(
 
 /// What the fold and the replay read of a workspace's policy, read once.
 pub struct Knobs<'py> {
-    half_life: f64,
-    trailing_days: i64,
+    pub half_life: f64,
+    pub trailing_days: i64,
     limit: Bound<'py, PyAny>,
-    move_ms: f64,
-    gap_ms: f64,
-    weight_of: Bound<'py, PyAny>,
+    pub move_ms: f64,
+    pub gap_ms: f64,
+    pub weight_of: Bound<'py, PyAny>,
     pub lateness_ms: i64,
     pub lateness_touches: i64,
 }

@@ -56,7 +56,7 @@ def relationship_arrow(views: list[dict[str, Any]]) -> Any:
     costs the parent more to unpickle and turn into rows than the shard to build."""
     import pyarrow as pa
 
-    types = _relationship_arrow_types()
+    types = relationship_arrow_types()
     rows = [relationship_values(view, 0) for view in views]
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in types]
     return pa.Table.from_arrays(
@@ -66,7 +66,8 @@ def relationship_arrow(views: list[dict[str, Any]]) -> Any:
 
 
 @functools.cache
-def _relationship_arrow_types() -> dict[str, Any]:
+def relationship_arrow_types() -> dict[str, Any]:
+    """The Arrow type of each `relationships` column, in RELATIONSHIP_COLUMNS order."""
     import pyarrow as pa
 
     from projections.schema import RELATIONSHIP_COLUMNS, RELATIONSHIP_TIME_COLUMNS

@@ -3,7 +3,10 @@
 Its decoder turns the shards' current-version interactions into touches and Arrow columns
 without a Python object per field, and hands every other event back to the Python decoder,
 which stays the reference: the two give the same touches and rows
-(tests/unit/test_replay_native.py). Its fold is `projections.in_order.fold_in_order`'s. Without
+(tests/unit/test_replay_native.py). Its replay folds each relationship straight into its stored
+JSON and its `relationships` row (`relationship_table`), the same bytes and values as
+`RelationshipState.to_json` and `view_row`, and leaves what it is unsure of to the Python fold.
+Its fold is `projections.in_order.fold_in_order`'s. Without
 the extension (a Python-only install) the replay works the same, more slowly, and says so once.
 """
 
@@ -15,6 +18,7 @@ from collections.abc import Collection
 from typing import Any
 
 from projections.schema import INTERACTION_COLUMNS
+from streams.replay.arrow import relationship_arrow_types
 
 log = logging.getLogger("rapport.replay")
 
@@ -64,3 +68,32 @@ def interaction_table(count: int, strings: list[tuple[bytes, bytes]], numbers: l
                 )
             )
     return pa.Table.from_arrays(arrays, names=list(INTERACTION_COLUMNS))
+
+
+def relationship_table(count: int, columns: list[tuple[Any, ...]]) -> Any:
+    """The native replay's rows (`Decoder.replay`) as the Arrow table `relationship_arrow`
+    makes: each column (name, kind, buffers) in RELATIONSHIP_COLUMNS order, `kind` being s
+    (string), i, f, b (int64, float64, bool, with a validity bitmap or None), I or S (a list
+    of int64 or of strings: the list offsets, then the values' buffers)."""
+    import pyarrow as pa
+
+    types = relationship_arrow_types()
+    if [c[0] for c in columns] != list(types):
+        raise RuntimeError(f"the native core's relationship columns are {[c[0] for c in columns]}")
+    arrays = []
+    for (_, kind, *buffers), type_ in zip(columns, types.values(), strict=True):
+        raw = [None if b is None else pa.py_buffer(b) for b in buffers]
+        if kind == "s":
+            arrays.append(pa.Array.from_buffers(type_, count, [None, *raw]))
+        elif kind in ("i", "f"):
+            arrays.append(pa.Array.from_buffers(type_, count, raw))
+        elif kind == "b":
+            arrays.append(pa.Array.from_buffers(type_, count, [None, *raw]))
+        elif kind == "I":
+            child = pa.Array.from_buffers(pa.int64(), len(buffers[1]) // 8, [None, raw[1]])
+            arrays.append(pa.Array.from_buffers(type_, count, [None, raw[0]], children=[child]))
+        else:
+            items = len(buffers[1]) // 4 - 1
+            child = pa.Array.from_buffers(pa.string(), items, [None, raw[1], raw[2]])
+            arrays.append(pa.Array.from_buffers(type_, count, [None, raw[0]], children=[child]))
+    return pa.Table.from_arrays(arrays, names=list(types))

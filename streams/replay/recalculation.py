@@ -28,7 +28,6 @@ from events.models import (
     epoch_ms,
     parse_event,
 )
-from projections import seen as seen_set
 from projections.policy import Policy, policy_for
 from projections.relationship import (
     RelationshipState,
@@ -37,7 +36,7 @@ from projections.relationship import (
     touch_of,
     view_row,
 )
-from projections.tally import Run, Tally, Touch
+from projections.tally import Touch
 from rapport.workspaces import WorkspaceRegistry
 from streams.replay import native as native_core
 from streams.replay.arrow import interaction_arrow
@@ -494,11 +493,16 @@ class Recalculation:
         contacts: dict[tuple[str, str], str],
         shared: Collection[tuple[str, str]],
         policy_of: Callable[[str], Policy],
-    ) -> tuple[dict[tuple[str, str], list[list[Touch]]], Callable[[Emit], dict[str, Policy]]]:
-        """The native core's side of `assign` then `fold_jobs`, with no Python touch but the
-        timelines': the touches of the `shared` relationships at once (they leave), and a call
-        that folds every other relationship, handing each 500 of them to its `emit(views,
-        changelog, touches)`, and returns the workspaces' policies. Consumes the events."""
+    ) -> tuple[
+        dict[tuple[str, str], list[list[Touch]]], Callable[[Emit], tuple[dict[str, Policy], Any]]
+    ]:
+        """The native core's side of `assign` then `fold_jobs`, with no Python object per
+        relationship it folds: the touches of the `shared` relationships at once (they leave),
+        and a call that folds every other relationship and returns the workspaces' policies and
+        the natively folded relationships' rows (as `relationship_arrow` makes them). Each 500
+        relationships go to its `emit(views, changelog, touches)`: the read-model rows of those
+        the Python fold took (`views`), every table record, and how many touches they folded.
+        Consumes the events."""
         native = self._decoder
         assert native is not None
         for (workspace, identity), bucket in self._by_identity.items():
@@ -515,22 +519,20 @@ class Recalculation:
                 found = policies[workspace] = policy_of(workspace)
             return found
 
-        def fold(emit: Emit) -> dict[str, Policy]:
+        def fold(emit: Emit) -> tuple[dict[str, Policy], Any]:
             def fallback(workspace: str, contact: str, touches: list[Touch]) -> RelationshipState:
                 return replayed(workspace, contact, touches, policy(workspace), self.native)
 
-            def emitted(states: list[tuple[str, str, RelationshipState]], touches: int) -> None:
-                emit(*state_rows(states, policies), touches)
+            def emitted(
+                states: list[tuple[str, str, RelationshipState]],
+                changelog: list[tuple[bytes, bytes]],
+                touches: int,
+            ) -> None:
+                views, more = state_rows(states, policies)
+                emit(views, changelog + more, touches)
 
-            native.replay(
-                policy,
-                (Tally, Run, RelationshipState),
-                Tally(),
-                seen_set.of,
-                fallback,
-                emitted,
-            )
-            return policies
+            count, columns = native.replay(policy, fallback, emitted)
+            return policies, native_core.relationship_table(count, columns)
 
         return handed, fold
 

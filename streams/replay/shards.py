@@ -75,10 +75,12 @@ def _shard_main(
             changelog.extend(more_changelog)
             folded.value += touches
 
-        if calc.folds_natively:  # no Python touch but the timelines'
+        tables: list[Any] = []
+        if calc.folds_natively:  # no Python object per relationship it can take
             handed, fold = calc.fold_natively(contacts, shared, policy_of)
             conn.send(("shared", handed))
-            policies = fold(emit)
+            policies, made = fold(emit)
+            tables.append(made)
         else:
             _, groups = calc.assign(contacts)
             conn.send(("shared", {key: groups.pop(key) for key in shared if key in groups}))
@@ -88,8 +90,9 @@ def _shard_main(
                 part = jobs[start : start + 500]
                 emit(*fold_jobs(part, policies, False, settings.replay_native)[:2],
                      sum(len(j[2]) for j in part))  # fmt: skip
-        table = relationship_arrow([view for _, view in views])
+        tables.append(relationship_arrow([view for _, view in views]))
         views.clear()
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         produced = 0
         if changelog_topic is not None:  # the worker state: this shard's records, from here
             append_records(settings, changelog_topic, changelog, timeout_s=120)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import msgspec
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,11 +28,12 @@ from events.models import (
     dump_event,
     epoch_ms,
 )
-from projections.policy import DEFAULT_POLICY
+from projections.policy import DEFAULT_POLICY, Policy
 from projections.relationship import replayed
 from projections.schema import INTERACTION_COLUMNS
 from projections.tally import Touch
 from streams.replay import native
+from streams.replay.arrow import relationship_arrow
 from streams.replay.recalculation import Recalculation, fold_jobs, jobs_of
 from tests.datasets import collegemsg_interactions, collegemsg_most_active, reddit_interactions
 from tests.unit.test_replay_core import THREAD
@@ -397,10 +399,14 @@ class Collected:
         self.changelog += changelog
 
 
-def fold_both_ways(values: list[bytes], shared_count: int = 3) -> dict[str, Any]:
+def fold_both_ways(
+    values: list[bytes], shared_count: int = 3, policy: Policy = DEFAULT_POLICY
+) -> dict[str, Any]:
     """The shard's fold of `values` with Python touches (`assign`, `fold_jobs`) and with the
-    native core's (`fold_natively`): read-model rows, table records, the shared relationships'
-    touches, the policies; asserted equal, the native result returned."""
+    native core's (`fold_natively`): `relationships` rows, table records, the shared
+    relationships' touches, the policies; asserted equal, the native result returned, with how
+    many relationships the native replay folded itself (`native`) and the Python fold took
+    (`python`)."""
     out = []
     for use_native in (False, True):
         calc = Recalculation(flat_rows=True, native=use_native)
@@ -409,21 +415,26 @@ def fold_both_ways(values: list[bytes], shared_count: int = 3) -> dict[str, Any]
         contacts = calc.identity_map()
         keys = sorted({(w, contacts.get((w, i), i)) for w, i in calc.summary()["identities"]})
         shared = set(keys[:shared_count])
+        tables = []
         if use_native:
             assert calc.folds_natively
-            handed, fold = calc.fold_natively(contacts, shared, lambda _: DEFAULT_POLICY)
+            handed, fold = calc.fold_natively(contacts, shared, lambda _: policy)
             collected = Collected()
-            policies = fold(collected)
+            policies, table = fold(collected)
             views, changelog = collected.views, collected.changelog
+            tables.append(table)
         else:
             assert not calc.folds_natively
             _, groups = calc.assign(contacts)
             handed = {key: groups.pop(key) for key in shared if key in groups}
-            jobs, policies = jobs_of(groups, lambda _: DEFAULT_POLICY)
+            jobs, policies = jobs_of(groups, lambda _: policy)
             views, changelog, _ = fold_jobs(jobs, policies, False, native=False)
+        tables.append(relationship_arrow([view for _, view in views]))
+        rows = pa.concat_tables(tables)
+        assert rows.schema == relationship_arrow([]).schema
         out.append(
             {
-                "views": sorted(views, key=lambda v: v[0]),
+                "rows": sorted(rows.to_pylist(), key=lambda r: (r["workspace"], r["contact_id"])),
                 "changelog": sorted(changelog),
                 "handed": {
                     k: sorted((msgspec.structs.astuple(t) for p in v for t in p), key=repr)
@@ -432,20 +443,23 @@ def fold_both_ways(values: list[bytes], shared_count: int = 3) -> dict[str, Any]
                 "policies": sorted(policies),
             }
         )
+        native_count, python_count = tables[0].num_rows if use_native else 0, len(views)
     assert out[1] == out[0]
-    return out[1]
+    return {**out[1], "native": native_count, "python": python_count}
 
 
 def test_the_native_fold_of_a_shard_is_the_python_one(real_values: list[bytes]) -> None:
     # Links (identities merged into contacts), a link undone, redeliveries, shared relationships.
     got = fold_both_ways(real_values)
-    assert len(got["views"]) > 50 and len(got["handed"]) == 3
+    assert len(got["rows"]) > 50 and len(got["handed"]) == 3
+    assert got["python"] == 0 and got["native"] == len(got["rows"])
+    assert len(got["changelog"]) == len(got["rows"])
 
 
 def test_the_native_fold_leaves_what_it_cannot_take_to_python() -> None:
     # An id not made by `event_id` and two ids of one fingerprint (their first 16 hex digits):
     # those relationships are folded by the Python fold, the others natively, all the same.
-    plain = [interaction(event_id=f"{n:032x}", object_id=f"o{n}") for n in range(1, 6)]
+    plain = [interaction(event_id=f"{n:016x}{n:016x}", object_id=f"o{n}") for n in range(1, 6)]
     imported = interaction(event_id="imported-7", contact={"platform": "x", "user_id": "2"})
     twins = [
         interaction(event_id="ab" * 8 + f"{n:016x}", contact={"platform": "x", "user_id": "3"})
@@ -465,7 +479,12 @@ def test_the_native_fold_leaves_what_it_cannot_take_to_python() -> None:
     }
     values = [json.dumps(d).encode() for d in [*plain, imported, *twins, legacy]]
     got = fold_both_ways(values, shared_count=0)
-    assert {key for key, _ in got["views"]} == {"w|x:1", "w|x:2", "w|x:3"}
+    assert {(r["workspace"], r["contact_id"]) for r in got["rows"]} == {
+        ("w", "x:1"),
+        ("w", "x:2"),
+        ("w", "x:3"),
+    }
+    assert got["native"] == 1 and got["python"] == 2  # x:2 (imported) and x:3 (twins)
 
 
 @settings(max_examples=40, deadline=None)
@@ -474,3 +493,88 @@ def test_the_native_fold_of_generated_logs_is_the_python_one(data: Any) -> None:
     count = data.draw(st.integers(min_value=1, max_value=40))
     values = [variant_event(data.draw, n) for n in range(count)]
     fold_both_ways(values, shared_count=data.draw(st.integers(min_value=0, max_value=2)))
+
+
+native_policies = st.builds(
+    Policy,
+    version=st.sampled_from(["policy-v1", "p2"]),
+    half_life_days=st.sampled_from([0.3, 1.0, 30.0]),
+    lateness_days=st.sampled_from([0.0, 0.5, 2.0, 7.0]),
+    lateness_touches=st.integers(min_value=1, max_value=12),
+    conversation_gap_days=st.sampled_from([0.2, 1.0, 7.0]),
+    platform_move_days=st.sampled_from([0.1, 1.0, 7.0]),
+    trailing_days=st.integers(min_value=1, max_value=30),
+    exact_latencies=st.integers(min_value=1, max_value=30),  # past it: the Python fold
+    cadence_qualified_days=st.sampled_from([0.5, 30.0]),
+    cadence_default_days=st.sampled_from([1.5, 90.0]),
+    weights=st.sampled_from(
+        [
+            {},
+            {"outbound.message": 2.5, "inbound.reaction.ask": 0.3},
+            {"outbound.message.ask": -1.0},  # a negative ask: the Python fold
+            {"inbound.message": 1e-7, "outbound.reply": 1e17},  # floats written with exponents
+        ]
+    ),
+)
+
+
+def spread_event(draw: Any, n: int) -> bytes:
+    """An interaction of a history spread over about three months (settled touches, trailing
+    days dropped, gaps, runs and conversations, platform moves)."""
+    who = draw(st.sampled_from(["1", "2", 'é\n"3']))
+    print_of = draw(st.sampled_from([n, n, n, n % 3]))  # now and then a shared fingerprint
+    return json.dumps(
+        interaction(
+            event_id=f"{print_of:016x}{n:016x}",
+            direction=draw(st.sampled_from(["inbound", "outbound"])),
+            kind=draw(st.sampled_from(["reply", "message", "reaction", "meeting"])),
+            platform=draw(st.sampled_from(["x", "slack"])),
+            occurred_at=(T0 + timedelta(hours=draw(st.integers(0, 2200)))).isoformat(),
+            contact={"platform": "x", "user_id": who},
+            conversation_id=draw(st.sampled_from(["c1", "c2", None])),
+            member=draw(st.sampled_from(["m", "ñ", None])),
+            intent=draw(st.sampled_from(["ask", "give", "neutral"])),
+        )
+    ).encode()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data(), native_policies)
+def test_the_native_replay_of_long_histories_is_the_python_one(data: Any, policy: Policy) -> None:
+    # The stored JSON byte for byte and every relationships column, under policies that move
+    # every threshold; what the native replay is unsure of (a latency sketch, a negative
+    # weight, a shared fingerprint) goes to the Python fold, with the same result.
+    count = data.draw(st.integers(min_value=1, max_value=120))
+    values = [spread_event(data.draw, n) for n in range(count)]
+    got = fold_both_ways(values, shared_count=0, policy=policy)
+    assert got["native"] + got["python"] == len(got["rows"])
+
+
+def test_the_native_replay_takes_long_histories_itself() -> None:
+    # Every real CollegeMsg history of the 20 most active users (over 10,000 touches, months
+    # long) under the default policy: all folded natively, a strength one bit off would show.
+    owned = set(collegemsg_most_active(20))
+    values = [dump_event(e) for e in collegemsg_interactions(owned)]
+    got = fold_both_ways(values, shared_count=0)
+    assert got["python"] == 0 and got["native"] == len(got["rows"]) > 1
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_native_floats_are_written_as_msgspec_writes_them(value: float) -> None:
+    assert native.module().json_float(value) == msgspec.json.encode(value).decode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_native_strings_are_written_as_msgspec_writes_them(text: str) -> None:
+    assert native.module().json_string(text) == msgspec.json.encode(text).decode()
+
+
+def test_native_json_of_awkward_values() -> None:
+    core = native.module()
+    for value in [0.0, -0.0, 1e16, 1e15, 1e-5, 1e-6, 5e-324, 1.7976931348623157e308, 0.1 + 0.2]:
+        assert core.json_float(value) == msgspec.json.encode(value).decode()
+    assert core.json_float(float("nan")) is None
+    control = "".join(map(chr, range(0x20))) + '"\\/\x7f\u2028é😀'
+    assert core.json_string(control) == msgspec.json.encode(control).decode()
