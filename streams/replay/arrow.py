@@ -137,13 +137,14 @@ def send_arrow(conn: Any, tag: str, data: Any, *rest: Any, spool: str | None = N
     conn.send_bytes(buffer)
 
 
-def unpack_arrow(conn: Any, message: Any) -> Any:
+def unpack_arrow(conn: Any, message: Any, in_place: bool = False) -> Any:
     """The message `send_arrow` sent, its table read in place (from the mapped file, which is
-    removed, or from the stream that followed in the pipe)."""
+    removed, or from the stream that followed in the pipe). `in_place`: a file's path is left
+    as it is, for the caller to read (and remove)."""
     import pyarrow as pa
 
     where = message[1]
-    if where is None:
+    if where is None or (in_place and isinstance(where, str)):
         return message
     if isinstance(where, str):
         data = pa.ipc.open_stream(pa.memory_map(where)).read_all()

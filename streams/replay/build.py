@@ -155,10 +155,9 @@ def _replay(
                 None if making_topics is None else making_topics.result(renew)[1]["relationships"]
             )
             try:
-                sink = writer
                 outcome, count = shards.run(
                     policy_of,
-                    lambda table, data: sink.write_arrow(table, data, progress),
+                    writer,
                     versions.versioned_table("interactions", version),
                     progress,
                     changelog_topic=topic,

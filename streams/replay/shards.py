@@ -4,6 +4,7 @@ share of the partitions (the log is keyed by identity, so a shard holds whole id
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Collection
@@ -21,7 +22,7 @@ from streams.replay.arrow import (
     shared_memory_dir,
     unpack_arrow,
 )
-from streams.replay.interfaces import Progress, ReplayError
+from streams.replay.interfaces import Progress, ReplayError, TableWriter
 from streams.replay.recalculation import Outcome, Recalculation, fold_jobs, jobs_of
 
 
@@ -62,9 +63,11 @@ def _shard_main(
         message = conn.recv()
         if message[0] != "go":
             return
-        contacts, shared, changelog_topic = message[1], message[2], message[3]
+        contacts, shared, changelog_topic, rows_schema = message[1:5]
         data = resolve_contacts(pa.concat_tables(parts), contacts) if parts else None
         parts.clear()
+        if data is not None and rows_schema is not None:  # the file the engine itself reads
+            data = data.select(rows_schema.names).cast(rows_schema).combine_chunks()
         send_arrow(conn, "rows", data, 0 if data is None else data.num_rows, spool=spool)
         del data
         views: list[tuple[str, dict[str, Any]]] = []
@@ -188,10 +191,10 @@ class Shards:
             raise ReplayError(f"replay shard {n} failed:\n{message[1]}")
         return message
 
-    def _recv_arrow(self, n: int) -> Any:
-        """A message `send_arrow` sent, with its table."""
+    def _recv_arrow(self, n: int, in_place: bool = False) -> Any:
+        """A message `send_arrow` sent, with its table (`unpack_arrow`)."""
         try:
-            return unpack_arrow(self.conns[n], self._recv(n))
+            return unpack_arrow(self.conns[n], self._recv(n), in_place)
         except EOFError:
             raise ReplayError(
                 f"replay shard {n} exited ({self.procs[n].exitcode}) while sending its rows"
@@ -260,13 +263,19 @@ class Shards:
         contacts: dict[tuple[str, str], str],
         shared: list[set[tuple[str, str]]],
         changelog_topic: str | None,
+        rows_schema: Any = None,
     ) -> None:
+        """The shards go on: the identity map, each one's shared relationships, where they
+        produce their table records, and the schema their interaction rows are cast to (for
+        a writer that reads them from their file, `TableWriter.arrow_file_schema`)."""
         for conn, mine in zip(self.conns, shared, strict=True):
-            conn.send(("go", contacts, mine, changelog_topic))
+            conn.send(("go", contacts, mine, changelog_topic, rows_schema))
 
-    def rows(self) -> list[tuple[Any, int]]:
-        """Every shard's interaction rows (Arrow tables or None, and their count)."""
-        return [self._recv_arrow(n)[1:] for n in range(len(self.conns))]
+    def rows(self, in_place: bool = False) -> list[tuple[Any, int]]:
+        """Every shard's interaction rows (an Arrow table or None, and their count); with
+        `in_place`, the path of the file a shard left them in where it did (the caller
+        removes it)."""
+        return [self._recv_arrow(n, in_place)[1:] for n in range(len(self.conns))]
 
     def shared(self) -> dict[tuple[str, str], list[list[Touch]]]:
         merged: dict[tuple[str, str], list[list[Touch]]] = {}
@@ -305,25 +314,35 @@ class Shards:
     def run(
         self,
         policy_of: Callable[[str], Policy],
-        write: Callable[[str, Any], None],
+        writer: TableWriter,
         int_table: str,
         progress: Progress,
         changelog_topic: str | None = None,
     ) -> tuple[Outcome, int]:
-        """After `read_all`: the identity map to the shards, their interaction rows to `write`
-        (called with `int_table` and each Arrow table while the shards fold), the shared
-        relationships folded here, the shards' folds merged. Returns the outcome (no
-        `interaction_rows`: they were written) and how many rows were written."""
+        """After `read_all`: the identity map to the shards, their interaction rows written
+        to `int_table` while the shards fold (from the files they left them in where the
+        writer reads files, else as Arrow tables), the shared relationships folded here, the
+        shards' folds merged. Returns the outcome (no `interaction_rows`: they were written)
+        and how many rows were written."""
         contacts, shared = self.identity_map()
-        self.go(contacts, shared, changelog_topic)
-        tables = self.rows()
-        handed = self.shared()
-        count = sum(n for _, n in tables)
-        # The shards fold meanwhile: the interactions do not depend on the fold.
-        progress.phase("writing " + int_table, count)
-        for data, _ in tables:
-            if data is not None:
-                write(int_table, data)
+        rows_schema = writer.arrow_file_schema(int_table)
+        self.go(contacts, shared, changelog_topic, rows_schema)
+        tables = self.rows(in_place=rows_schema is not None)
+        try:
+            handed = self.shared()
+            count = sum(n for _, n in tables)
+            # The shards fold meanwhile: the interactions do not depend on the fold.
+            progress.phase("writing " + int_table, count)
+            for data, rows in tables:
+                if isinstance(data, str):
+                    writer.insert_arrow_file(int_table, data, rows, progress)
+                elif data is not None:
+                    writer.write_arrow(int_table, data, progress)
+        finally:
+            for data, _ in tables:
+                if isinstance(data, str):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(data)
         del tables
         progress.phase("folding", self.total("touches"))
         done = 0

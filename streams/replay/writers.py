@@ -10,7 +10,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from projections.store import ClickHouseStore, SqlReader, arrow_type, is_embedded
+from projections.store import ClickHouseStore, SqlReader, is_embedded
 from rapport.settings import Settings
 from streams import versions
 from streams.eventlog import append_records
@@ -77,13 +77,16 @@ class DirectWriter:
             progress.advance(piece.num_rows)
 
     def _arrow_schema(self, table: str) -> Any:
-        import pyarrow as pa
+        return self.store.arrow_schema(table, columns_of(table))
 
+    def arrow_file_schema(self, table: str) -> Any | None:
+        """The table's Arrow schema where the engine is embedded (it reads the file itself)."""
+        return self._arrow_schema(table) if is_embedded(self.store.url) else None
+
+    def insert_arrow_file(self, table: str, path: str, rows: int, progress: Progress) -> None:
         columns = columns_of(table)
-        described = self.store.query(f"DESCRIBE TABLE {self.database}.{table}").rows
-        types = {str(row[0]): str(row[1]) for row in described}
-        fields = [(name, arrow_type(types.get(name, ""))) for name in columns]
-        return None if any(t is None for _, t in fields) else pa.schema(fields)
+        self.store.insert_arrow_file(table, path, columns, self._token(table), unique=True)
+        progress.advance(rows)
 
     def record(self, version: int, event: str, worker_id: str, detail: dict[str, Any]) -> None:
         versions.record(self.store, self.database, version, event, worker_id, detail)
@@ -148,6 +151,12 @@ class WorkerWriter:
 
     def write_arrow(self, table: str, data: Any, progress: Progress) -> None:
         self.write(table, arrow_rows(data), progress)
+
+    def arrow_file_schema(self, table: str) -> Any | None:
+        return None  # the worker's engine reads no file of this process
+
+    def insert_arrow_file(self, table: str, path: str, rows: int, progress: Progress) -> None:
+        raise ReplayError("the worker's engine reads no file of the replay's")
 
     def record(self, version: int, event: str, worker_id: str, detail: dict[str, Any]) -> None:
         post_to_worker(

@@ -344,11 +344,37 @@ def test_swap_and_roll_back_exchange_tables_and_keep_every_version(store: ClickH
 # --- the sharded read (forked shards, each a share of the partitions) --------------------------
 
 
+class Collecting:
+    """A `TableWriter`'s interaction side that keeps what it is given: Arrow tables, or with
+    `schema` the shards' files (read back here, as the embedded engine would)."""
+
+    def __init__(self, schema: Any = None) -> None:
+        self.schema = schema
+        self.tables: list[Any] = []
+        self.files = 0
+
+    def arrow_file_schema(self, table: str) -> Any:
+        return self.schema
+
+    def write_arrow(self, table: str, data: Any, progress: Any) -> None:
+        self.tables.append(data)
+
+    def insert_arrow_file(self, table: str, path: str, rows: int, progress: Any) -> None:
+        import pyarrow as pa
+
+        data = pa.ipc.open_stream(pa.memory_map(path)).read_all()
+        assert data.schema == self.schema and data.num_rows == rows
+        assert data.column(0).num_chunks == 1  # combined by the shard
+        self.tables.append(data)
+        self.files += 1
+
+
 def _sharded(
     monkeypatch: pytest.MonkeyPatch,
     partitions: dict[int, list[bytes]],
     parts: int = 2,
     changelog_topic: str | None = None,
+    writer: Collecting | None = None,
 ) -> tuple[Any, list[Any]]:
     """`Shards` over an in-memory log (`read_log` replaced; the forks inherit the fake)."""
     import streams.replay.shards as replay_module
@@ -365,11 +391,12 @@ def _sharded(
     snapshot = Snapshot("rapport.events", {p: len(v) for p, v in partitions.items()})
     policy_of = policies_from(REGISTRY)
     shards = replay_module.Shards(Settings(), snapshot, None, policy_of, parts)
-    written: list[Any] = []
+    writer = writer or Collecting()
+    written = writer.tables
     try:
         shards.read_all(NoProgress())
         outcome, count = shards.run(
-            policy_of, lambda table, data: written.append(data), "interactions_v2",
+            policy_of, writer, "interactions_v2",  # type: ignore[arg-type]
             NoProgress(), changelog_topic=changelog_topic,
         )  # fmt: skip
         assert os.listdir(shards.spool) == []  # every table the shards left was read, removed
@@ -470,6 +497,48 @@ def test_sharded_replay_equals_one_process(
     rows = sorted(row for table in tables for row in arrow_rows(table))
     assert rows == sorted(one.interaction_rows)
     assert {row[2] for row in rows if row[0] == linked[1].event_id} == {"x:100"}
+
+
+def test_shards_cast_their_rows_for_a_writer_that_reads_their_files(
+    monkeypatch: pytest.MonkeyPatch, real_events: list[Interaction]
+) -> None:
+    """Where the writer reads files (the embedded engine, `arrow_file_schema`), each shard
+    casts its rows to the table's schema in one chunk and leaves them in its file; the parent
+    hands the paths over and removes the files (`_sharded` checks the spool is empty)."""
+    import pyarrow as pa
+
+    from events.models import parse_event
+    from streams.keys import event_key
+
+    log = [dump_event(e) for e in real_events]
+    partitions: dict[int, list[bytes]] = {0: [], 1: []}
+    for value in log:
+        partitions[partition_for(event_key(parse_event(value)), 2)].append(value)
+    at = pa.timestamp("ms", tz="UTC")
+    types = {"occurred_at": at, "received_at": at, "raw_partition": pa.int32(),
+             "schema_version": pa.uint16()}  # fmt: skip
+    schema = pa.schema([
+        (c, types.get(c, pa.int64() if c == "raw_offset" else pa.string()))
+        for c in INTERACTION_COLUMNS
+    ])  # fmt: skip
+    writer = Collecting(schema)
+    from streams.replay.writers import arrow_rows
+
+    _, tables = _sharded(monkeypatch, partitions, writer=writer)
+    assert writer.files == 2
+    epoch = [row for table in tables for row in arrow_rows(table.cast(_as_sent(schema)))]
+    assert sorted(epoch) == sorted(recalculate(log, REGISTRY).interaction_rows)
+
+
+def _as_sent(schema: Any) -> Any:
+    """The schema of the rows as a shard builds them (times as epoch-ms ints, int64s)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        (f.name, pa.int64() if pa.types.is_timestamp(f.type) or pa.types.is_integer(f.type)
+         else f.type)
+        for f in schema
+    ])  # fmt: skip
 
 
 def test_shards_produce_their_table_records_themselves(
@@ -589,3 +658,56 @@ def test_arrow_writes_go_in_slices_each_with_its_own_token_and_every_row_lands(
         assert writer._numbers == {"interactions_v2": 3}  # 4 + 4 + 2 rows, three tokens
     finally:
         writer.close()
+
+
+def test_the_embedded_engine_reads_a_shards_file_as_it_takes_an_arrow_table(
+    tmp_path: Path,
+) -> None:
+    """`insert_arrow_file` (the engine reads the shard's file itself) lands the same rows as
+    `write_arrow`, whatever the strings hold and wherever the file is (a quote in its path)."""
+    import pyarrow as pa
+
+    from streams.replay import writers as replay_module
+    from streams.replay.arrow import interaction_arrow
+    from streams.replay.interfaces import NoProgress
+
+    writer = replay_module.DirectWriter(
+        Settings(home=tmp_path, clickhouse_url=f"chdb://{tmp_path / 'ch'}")
+    )
+    try:
+        writer.prepare(2, "b2")
+        writer.prepare(3, "b3")
+        odd = ["it's", "back\\slash", "ünï", "tab\there", "", "😀"]
+        rows = [
+            [f"e{i}", "acme", f"x:{odd[i % 6]}", "x", "message", "inbound", "neutral", "1",
+             odd[(i + 1) % 6], "", odd[(i + 2) % 6], 1_700_000_000_000 + i * 7919,
+             1_700_000_000_500 + i, "", str(i), "", i % 3, i * 11, 1]
+            for i in range(50)
+        ]  # fmt: skip
+        data = interaction_arrow(rows)
+        writer.write_arrow("interactions_v2", data, NoProgress())
+        schema = writer.arrow_file_schema("interactions_v3")
+        assert schema is not None
+        path = tmp_path / "shard's rows.arrow"
+        cast = data.select(schema.names).cast(schema)
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as stream:
+            stream.write_table(cast)
+        writer.insert_arrow_file("interactions_v3", str(path), len(rows), NoProgress())
+
+        def stored(table: str) -> list[Any]:  # not `sunk_at`, the time of the insert
+            names = ", ".join(INTERACTION_COLUMNS)
+            return sorted(writer.store.query(f"SELECT {names} FROM rapport.{table}").rows)
+
+        assert len(stored("interactions_v3")) == 50
+        assert stored("interactions_v3") == stored("interactions_v2")
+    finally:
+        writer.close()
+
+
+def test_a_server_is_never_asked_to_read_a_local_file() -> None:
+    from projections.store import StoreUnavailable
+
+    store = ClickHouseStore.__new__(ClickHouseStore)
+    store.url, store.database = "http://127.0.0.1:1", "rapport"
+    with pytest.raises(StoreUnavailable):
+        store.insert_arrow_file("interactions_v2", "/tmp/x", ["event_id"], "t")
