@@ -23,6 +23,7 @@ from rapport.settings import Settings
 from rapport.workspaces import WorkspaceRegistry
 from streams import versions
 from streams.archive import Snapshot, archive_size, read_archive, read_log, take_snapshot
+from streams.replay import native as native_core
 from streams.replay.arrow import stamped
 from streams.replay.interfaces import NoProgress, Progress, ReplayError, TableWriter
 from streams.replay.lease import Claim, Renewing
@@ -120,12 +121,11 @@ def _replay(
     policy_of = policies_from(registry)
     if source is not None:
         progress.phase(f"reading {source.name}", archive_size(source))
-        calc = Recalculation(workspaces, native=settings.replay_native)
+        calc, read = _one_process(settings, workspaces)
         for batch in read_archive(source):
-            for _, value in batch:
-                calc.add(value)
+            _read(calc, read, batch)
             progress.advance(len(batch))
-        outcome = calc.finish(policy_of, progress, processes=fold_parallelism())
+        outcome = _finish(calc, read, policy_of, progress)
         return _write(settings, version, build, outcome, None, workspaces, source, progress,
                       timeout_s, started)  # fmt: skip
     snapshot = take_snapshot(settings)
@@ -202,18 +202,43 @@ def _replay_one(
     started: float,
 ) -> ReplayResult:
     """The log read by this process alone (one core, or shards that are not disjoint)."""
-    calc = Recalculation(workspaces, native=settings.replay_native)
+    calc, parts = _one_process(settings, workspaces)
     progress.phase("reading rapport.events", snapshot.total)
 
     def handle(batch: list[tuple[bytes | None, bytes]]) -> None:
-        for _, value in batch:
-            calc.add(value)
+        _read(calc, parts, batch)
         progress.advance(len(batch))
 
     read_log(settings, snapshot, handle)
-    outcome = calc.finish(policy_of, progress, processes=fold_parallelism())
+    outcome = _finish(calc, parts, policy_of, progress)
     return _write(settings, version, build, outcome, snapshot, workspaces, None, progress,
                   timeout_s, started)  # fmt: skip
+
+
+def _one_process(
+    settings: Settings, workspaces: Collection[str] | None
+) -> tuple[Recalculation, list[Any]]:
+    """The recalculation a one-process replay reads into: with the native core where it is
+    built (and `RAPPORT_REPLAY_NATIVE` allows), its rows as Arrow tables as they come (the
+    list); else the Python decoder's."""
+    native = settings.replay_native and native_core.module() is not None
+    return Recalculation(workspaces, flat_rows=native, native=settings.replay_native), []
+
+
+def _read(calc: Recalculation, parts: list[Any], batch: list[tuple[bytes | None, bytes]]) -> None:
+    calc.add_records(batch)
+    if calc.folds_natively:
+        made = calc.take_arrow()
+        if made is not None:
+            parts.append(made)
+
+
+def _finish(
+    calc: Recalculation, parts: list[Any], policy_of: Callable[[str], Policy], progress: Progress
+) -> Outcome:
+    if calc.folds_natively:
+        return calc.finish_natively(policy_of, parts, progress)
+    return calc.finish(policy_of, progress, processes=fold_parallelism())
 
 
 def _write(
@@ -266,9 +291,12 @@ def _write(
             writer.write_arrow(rel_table, stamped(data, now_ms), progress)
         interactions = interactions_written
         if interactions is None:
-            interactions = len(outcome.interaction_rows)
+            interactions = outcome.interaction_count
             progress.phase("writing " + int_table, interactions)
-            writer.write(int_table, outcome.interaction_rows, progress)
+            if outcome.interaction_rows:
+                writer.write(int_table, outcome.interaction_rows, progress)
+            for data in outcome.interaction_tables:
+                writer.write_arrow(int_table, data, progress)
         progress.phase("waiting for ClickHouse", None)
         tables = wait_for_rows(
             writer.reader(),

@@ -159,10 +159,17 @@ class Outcome:
     relationship_tables: list[Any] = field(default_factory=list)
     # Table records the shards produced to the changelog themselves: not in `changelog`.
     changelog_produced: int = 0
+    # Interaction rows as Arrow (`interaction_arrow`, contacts resolved): a native read's,
+    # not in `interaction_rows`.
+    interaction_tables: list[Any] = field(default_factory=list)
 
     @property
     def relationships(self) -> int:
         return len(self.views) + sum(int(t.num_rows) for t in self.relationship_tables)
+
+    @property
+    def interaction_count(self) -> int:
+        return len(self.interaction_rows) + sum(int(t.num_rows) for t in self.interaction_tables)
 
     def relationship_rows(self, updated_at_ms: int) -> Iterator[list[Any]]:
         for view in self.views.values():
@@ -535,6 +542,52 @@ class Recalculation:
             return policies, native_core.relationship_table(count, columns)
 
         return handed, fold
+
+    def finish_natively(
+        self, policy_of: Callable[[str], Policy], parts: list[Any], progress: Progress | None = None
+    ) -> Outcome:
+        """`finish` of a flat-rows read with the native core, in this process: the interaction
+        rows as Arrow (`parts`, the `take_arrow` tables so far, and the rest), contacts
+        resolved; the relationships folded natively as Arrow rows, those the Python fold took
+        as views. What a one-process replay (an archive, the overlap fallback) writes."""
+        from streams.replay.arrow import resolve_contacts
+
+        assert self._decoder is not None
+        progress = progress or NoProgress()
+        contacts = self.identity_map()
+        last = self.take_arrow()
+        tables = [t for t in [*parts, last] if t is not None]
+        parts.clear()
+        rows = None
+        if tables:
+            import pyarrow as pa
+
+            rows = resolve_contacts(pa.concat_tables(tables), contacts)
+        progress.phase("folding", self.summary()["touches"])
+        views: list[tuple[str, dict[str, Any]]] = []
+        changelog: list[tuple[bytes, bytes]] = []
+
+        def emit(more_views: Any, more_changelog: Any, touches: int) -> None:
+            views.extend(more_views)
+            changelog.extend(more_changelog)
+            progress.advance(touches)
+
+        _, fold = self.fold_natively(contacts, (), policy_of)
+        policies, table = fold(emit)
+        return Outcome(
+            views=dict(views),
+            changelog=changelog,
+            policies=dict(sorted(policies.items())),
+            identities={f"{w}|{i}": c for (w, i), c in contacts.items()},
+            interaction_rows=[],
+            interaction_tables=[rows] if rows is not None else [],
+            relationship_tables=[table] if table.num_rows else [],
+            events=self.events,
+            interactions=self.interactions,
+            duplicates=self.duplicates,
+            links=self.links,
+            invalid=self.invalid,
+        )
 
     def finish(
         self,
