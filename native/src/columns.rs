@@ -159,7 +159,7 @@ impl Rows {
     }
 
     /// (count, [(name, kind, buffers...)]) for `streams.replay.native.relationship_table`.
-    pub fn to_python<'py>(&self, py: Python<'py>) -> Bound<'py, PyTuple> {
+    pub fn to_python<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let columns = PyList::empty_bound(py);
         for ((name, kind), column) in COLUMNS.iter().zip(&self.columns) {
             let kind = std::str::from_utf8(std::slice::from_ref(kind)).unwrap_or("?");
@@ -179,11 +179,12 @@ impl Rows {
                 PyString::new_bound(py, kind).into_any(),
             ];
             let all: Vec<Bound<'py, PyAny>> = head.into_iter().chain(buffers).collect();
-            columns
-                .append(PyTuple::new_bound(py, all))
-                .expect("append to a new list");
+            columns.append(PyTuple::new_bound(py, all))?;
         }
-        PyTuple::new_bound(py, [self.count.into_py(py), columns.into_py(py)])
+        Ok(PyTuple::new_bound(
+            py,
+            [self.count.into_py(py), columns.into_py(py)],
+        ))
     }
 }
 

@@ -745,7 +745,7 @@ impl Decoder {
         if batch > 0 {
             emit.call1((states, changelog, folded))?;
         }
-        Ok(rows.to_python(py))
+        rows.to_python(py)
     }
 
     /// The identities holding touches, as (workspace, identity).

@@ -16,6 +16,7 @@ use crate::json::{self, V};
 use pyo3::PyResult;
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
+use std::io::Write;
 
 #[derive(Clone, Copy)]
 struct Day {
@@ -87,12 +88,12 @@ struct Tally {
     members: Vec<u32>,
 }
 
-fn earliest_two(times: &mut Vec<i64>, at: i64) -> bool {
-    let before = times.clone();
+/// The two earliest of `times` and `at` (a Python dict keeps a key's place when its value
+/// changes, so whether it changed does not matter here).
+fn earliest_two(times: &mut Vec<i64>, at: i64) {
     times.push(at);
     times.sort_unstable();
     times.truncate(2);
-    *times != before
 }
 
 impl Tally {
@@ -571,7 +572,7 @@ fn write_state(
     ascending.sort_unstable();
     out.push(b'"');
     for p in ascending {
-        out.extend_from_slice(format!("{p:016x}").as_bytes());
+        write!(out, "{p:016x}").expect("writing to a Vec cannot fail");
     }
     out.push(b'"');
     json::key(out, "revision");
