@@ -4,8 +4,9 @@ Decoding the logged events (current-version interactions straight into a struct,
 through the full parser), the final identity map, each relationship's touches sorted by
 (occurred_at, event_id) and folded by `replayed` under its workspace's policy. No Kafka and no
 ClickHouse: the shards, the archive replay, the chaos checks and the tests all run this. Where
-the native core is built (`streams.replay.native`), a shard's read decodes, groups and folds
-with it (`add_records`, `fold_natively`); the Python path here stays the reference.
+the native core is built (`streams.replay.native`), a flat-rows read (a shard's, a one-process
+replay's) decodes, groups and folds with it (`add_records`, `fold_natively`, `finish_natively`);
+the Python path here stays the reference.
 """
 
 from __future__ import annotations
