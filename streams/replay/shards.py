@@ -15,6 +15,7 @@ from projections.tally import Touch
 from rapport.settings import Settings
 from streams.archive import Snapshot, read_log
 from streams.eventlog import append_records
+from streams.replay import native as native_core
 from streams.replay.arrow import (
     relationship_arrow,
     resolve_contacts,
@@ -151,9 +152,12 @@ class Shards:
         import pyarrow as pa
         import pyarrow.compute  # imported once here, not in every shard
 
-        # pyarrow imports pandas (a chdb dependency) on its first conversion of a list: here,
-        # before forking, so the shards do not each import it again (0.4 s of CPU each).
-        pa.array([0])
+        if not (settings.replay_native and native_core.module() is not None):
+            # pyarrow imports pandas (a chdb dependency) on its first conversion of a list:
+            # Python shards convert lists, so here, before forking, not in each (0.2-0.4 s of
+            # CPU each). Native shards make their rows from buffers and never import it: the
+            # 0.2-0.4 s the shards would wait for here.
+            pa.array([0])
 
         context = multiprocessing.get_context("fork")
         self.spool = tempfile.mkdtemp(prefix="rapport-replay-", dir=shared_memory_dir())

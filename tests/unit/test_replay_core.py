@@ -432,6 +432,46 @@ def test_a_shards_table_goes_through_shared_memory_and_the_file_is_removed(
     assert unpack_arrow(mine, ("rows", None, 0)) == ("rows", None, 0)
 
 
+def test_rows_of_no_relationships_and_their_stamp_are_the_list_conversions_own(
+    real_events: list[Interaction],
+) -> None:
+    import pyarrow as pa
+
+    from streams.replay.arrow import relationship_arrow, stamped
+
+    some = relationship_arrow(list(views(fold(real_events)).values())[:50])
+    empty = relationship_arrow([])
+    assert empty.num_rows == 0 and empty.schema == some.schema
+    assert stamped(empty, 7).num_rows == 0
+    now_ms = 1_733_564_400_123
+    stamp = stamped(some, now_ms).column("updated_at")
+    assert stamp.type == pa.int64() and stamp.to_pylist() == [now_ms] * 50
+    assert stamped(some, now_ms).drop_columns("updated_at").equals(some.drop_columns("updated_at"))
+
+
+def test_a_native_shards_rows_and_their_stamp_do_not_import_pandas() -> None:
+    """pyarrow imports pandas (0.2-0.4 s) on its first list conversion; a native replay makes
+    its rows from buffers, and its shards no longer wait for that import before forking."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from streams.replay.arrow import relationship_arrow, stamped\n"
+        "rows = stamped(relationship_arrow([]), 1)\n"
+        "print(rows.num_rows, 'pandas' in sys.modules)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert run.stdout.split() == ["0", "False"]
+
+
 def test_without_room_in_shared_memory_the_table_takes_the_pipe(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
