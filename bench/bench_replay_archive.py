@@ -60,7 +60,11 @@ def main() -> None:
         del data
         gc.collect()
         print(f"archive: {count:,} events, {path.stat().st_size / 1e6:,.0f} MB {args.format}")
-        settings = Settings(home=root / "home", clickhouse_url=f"chdb://{root / 'clickhouse'}")
+        settings = Settings(
+            home=root / "home",
+            clickhouse_url=f"chdb://{root / 'clickhouse'}",
+            workspaces=root / "workspaces.toml",
+        )
         settings.home.mkdir(parents=True, exist_ok=True)
         settings.workspaces.write_text("".join(f"[workspaces.{w}]\n" for w in workspaces))
         registry = WorkspaceRegistry.load(settings.workspaces)
