@@ -221,8 +221,8 @@ def _one_process(
     """The recalculation a one-process replay reads into: with the native core where it is
     built (and `RAPPORT_REPLAY_NATIVE` allows), its rows as Arrow tables as they come (the
     list); else the Python decoder's."""
-    native = settings.replay_native and native_core.module() is not None
-    return Recalculation(workspaces, flat_rows=native, native=settings.replay_native), []
+    flat_rows = native_core.in_use(settings.replay_native)
+    return Recalculation(workspaces, flat_rows=flat_rows, native=settings.replay_native), []
 
 
 def _read(calc: Recalculation, parts: list[Any], batch: list[tuple[bytes | None, bytes]]) -> None:

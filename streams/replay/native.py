@@ -41,6 +41,12 @@ def module() -> Any | None:
     return rapport_native
 
 
+def in_use(wanted: bool) -> bool:
+    """Whether a replay runs with the native core: `wanted` (`RAPPORT_REPLAY_NATIVE`) and
+    built."""
+    return wanted and module() is not None
+
+
 def decoder(touch: type, conversational: Collection[str], only: Collection[str] | None) -> Any:
     """A `rapport_native.Decoder` making `touch` objects, or None without the extension."""
     found = module()

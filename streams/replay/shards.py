@@ -152,7 +152,7 @@ class Shards:
         import pyarrow as pa
         import pyarrow.compute  # imported once here, not in every shard
 
-        if not (settings.replay_native and native_core.module() is not None):
+        if not native_core.in_use(settings.replay_native):
             # pyarrow imports pandas (a chdb dependency) on its first conversion of a list:
             # Python shards convert lists, so here, before forking, not in each (0.2-0.4 s of
             # CPU each). Native shards make their rows from buffers and never import it: the
