@@ -196,8 +196,9 @@ class Phases:
 
     def __init__(self) -> None:
         self.times: list[tuple[str, float]] = []
-        self._name = ""
-        self._start = 0.0
+        # Until the first phase: the log's snapshot and the shards forked (or the one-process
+        # reader made), what a replay does before it reads.
+        self._name, self._start = "starting", time.perf_counter()
 
     def phase(self, name: str, total: int | None) -> None:
         self._close()
@@ -292,11 +293,11 @@ def main() -> None:
             print("  broker: " + by_kind(threads))
         first: tuple[Any, float, float, float] | None = None
         for n in range(args.replays):
-            phases = Phases()
             threads_before = broker_threads(settings)
             cpu_before = cpu_seconds(settings)
             python_only = args.alternate and n % 2 == 1
             settings.replay_native = not python_only
+            phases = Phases()
             t = time.perf_counter()
             result = replay(settings, registry, 2 + n, progress=phases)
             seconds = time.perf_counter() - t
